@@ -1,0 +1,97 @@
+// Wires a VM from its configuration: KVM objects, RAM, chipset devices on the buses, the console, the boot images, the vCPUs.
+
+import { Bus } from '../devices/bus.js';
+import { Serial8250 } from '../devices/serial-8250.js';
+import { ConfigError } from './errors.js';
+import type { VmConfig } from './config.js';
+import { Kvm } from './kvm/system.js';
+import { VcpuFd } from './kvm/vcpu.js';
+import { allocateRam } from './memory.js';
+import { vcpuCpuid } from './cpuid.js';
+import { readableMsrs } from './vcpu/state.js';
+import { VcpuHandle } from './vcpu/handle.js';
+import { Machine, type Resettable } from './machine.js';
+import type { Logger } from './log.js';
+import { COM1_IRQ, COM1_PORT } from './layout.js';
+import { openCharBackend } from './chardev/open.js';
+import type { CharBackend } from './chardev/backend.js';
+import { bootGuest, readBootImages } from './boot-images.js';
+import { addChipset } from './chipset.js';
+
+/** KVM's TSS needs three pages somewhere the guest does not use: just below the BIOS, inside the PCI hole. */
+const KVM_TSS_ADDR = 0xfffb_d000;
+const KVM_IDENTITY_MAP_ADDR = 0xfffb_c000;
+
+/** Everything the process needs to run and later tear down a VM. */
+export interface BuiltVm {
+  readonly machine: Machine;
+  readonly console: CharBackend;
+  readonly serial: Serial8250;
+}
+
+export interface BuildOptions {
+  readonly config: VmConfig;
+  readonly log: Logger;
+  readonly exit: (code: number) => void;
+  /** Opens /dev/kvm; tests can point it elsewhere. */
+  readonly kvmPath?: string;
+}
+
+/** Builds the VM described by `config` (vCPUs created but not started). */
+export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
+  const { config, log } = opts;
+  const images = readBootImages(config);
+  const kvm = Kvm.open(opts.kvmPath);
+  const maxVcpus = kvm.maxVcpus();
+  if (config.cpus > maxVcpus) throw new ConfigError('smp', `${config.cpus} CPUs requested, KVM allows at most ${maxVcpus}`);
+  const vm = kvm.createVm();
+  vm.setTssAddr(KVM_TSS_ADDR);
+  vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
+  vm.createIrqchip();
+  vm.createPit2();
+  const ram = allocateRam(vm, config.memSize);
+
+  const pio = new Bus('pio', (m) => log.debug(m));
+  const mmio = new Bus('mmio', (m) => log.debug(m));
+  const resettables: Resettable[] = [];
+
+  let machine: Machine | undefined;
+  const console = await openCharBackend(config.serial, () => machine?.quit(0));
+  const irq4 = { set: (level: boolean) => vm.irqLine(COM1_IRQ, level) };
+  const serial = new Serial8250(irq4, (bytes) => console.write(bytes));
+  const serialReset = serial.saveState();
+  resettables.push({ reset: () => serial.restoreState(serialReset) });
+  console.setInputSink((bytes) => serial.enqueueInput(bytes));
+  serial.onInputSpace(() => console.resumeInput());
+  pio.register(COM1_PORT, 8, serial, 'serial0');
+
+  const chipset = addChipset({ pio, vm, memSize: config.memSize, resettables, onPowerOff: () => machine?.guestPowerOff(), onReset: () => machine?.guestReset() });
+
+  const supportedCpuid = kvm.getSupportedCpuid();
+  const msrCandidates = kvm.getMsrIndexList();
+  const msrIndices: number[] = [];
+  const createVcpu = (index: number, exits: ConstructorParameters<typeof VcpuHandle>[3]) => {
+    const fd = new VcpuFd(vm.createVcpu(index), index);
+    fd.setCpuid2(vcpuCpuid(supportedCpuid, index, config.cpus));
+    if (index === 0) msrIndices.push(...readableMsrs(fd, msrCandidates));
+    return new VcpuHandle(fd, index, vm.vcpuMmapSize, exits);
+  };
+
+  machine = new Machine({
+    name: config.name,
+    kvm, vm, ram, pio, mmio, log,
+    vcpuCount: config.cpus,
+    boot: (m) => bootGuest(m, config, images),
+    resettables,
+    noReboot: config.noReboot,
+    noShutdown: config.noShutdown,
+    exit: (code) => {
+      console.close();
+      opts.exit(code);
+    },
+    createVcpu,
+    msrIndices,
+  });
+  machine.powerButton = () => chipset.pressPowerButton();
+  return { machine, console, serial };
+}

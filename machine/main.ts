@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// tsvirt's entry point: parses StratoVirt's command line, builds and runs the VM, serves QMP, and exits with one-line errors.
+
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseCommandLine, type VmConfig } from './config.js';
+import { ConfigError, TsvirtError } from './errors.js';
+import { createLogger, type Logger } from './log.js';
+import { buildVm } from './builder.js';
+import { startQmpFor } from './qmp-wiring.js';
+
+const VERSION = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
+
+/** Prints one line naming what was wrong and exits non-zero; a stack trace only with TSVIRT_LOG=debug. */
+function die(e: unknown): never {
+  const msg = e instanceof Error ? e.message : String(e);
+  process.stderr.write(`tsvirt: ${msg}\n`);
+  if (process.env.TSVIRT_LOG === 'debug' && e instanceof Error && !(e instanceof TsvirtError)) process.stderr.write(`${e.stack}\n`);
+  process.exit(1);
+}
+
+/** -daemonize: re-runs tsvirt detached and returns once the child says the VM is up. */
+async function daemonize(argv: string[]): Promise<never> {
+  const args = argv.filter((a) => a !== '-daemonize' && a !== '--daemonize');
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), ...args], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    env: { ...process.env, TSVIRT_DAEMON_CHILD: '1' },
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number>((resolve) => {
+    child.on('message', (m) => m === 'ready' && resolve(0));
+    child.on('exit', (c) => resolve(c || 1));
+  });
+  if (code !== 0) process.stderr.write(stderr);
+  child.disconnect?.();
+  child.stderr?.destroy();
+  child.unref();
+  process.exit(code);
+}
+
+async function run(config: VmConfig, log: Logger): Promise<void> {
+  if (config.incoming) throw new ConfigError('incoming', 'incoming migration is not available in this build yet');
+  if (config.testSocket) throw new ConfigError('mod-test', 'the device test mode is not available in this build yet');
+  const cleanups: (() => void)[] = [];
+  const exit = (code: number) => {
+    for (const c of cleanups.splice(0).reverse()) {
+      try {
+        c();
+      } catch {
+        // Best effort: the process is leaving anyway.
+      }
+    }
+    process.exit(code);
+  };
+  if (config.pidfile) {
+    fs.writeFileSync(config.pidfile, `${process.pid}\n`);
+    cleanups.push(() => fs.rmSync(config.pidfile!, { force: true }));
+  }
+  const built = await buildVm({ config, log, exit });
+  const { machine } = built;
+  const qmp = await startQmpFor(config, machine, log);
+  cleanups.push(() => qmp?.closeSync());
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      log.warn(`terminating on signal ${sig}`);
+      machine.emit('event', { name: 'SHUTDOWN', data: { guest: false, reason: 'host-signal' } });
+      machine.quit(0);
+    });
+  }
+  await machine.start(config.startPaused);
+  if (process.env.TSVIRT_DAEMON_CHILD && process.send) {
+    process.send('ready');
+    process.disconnect?.();
+  }
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  let parsed;
+  try {
+    parsed = parseCommandLine(argv);
+  } catch (e) {
+    die(e);
+  }
+  if (parsed.action === 'help') {
+    process.stdout.write(parsed.text);
+    return;
+  }
+  if (parsed.action === 'version') {
+    process.stdout.write(`tsvirt version ${VERSION}\n`);
+    return;
+  }
+  if (parsed.daemonize && !process.env.TSVIRT_DAEMON_CHILD) await daemonize(argv);
+  const log = createLogger(parsed.logFile);
+  try {
+    await run(parsed, log);
+  } catch (e) {
+    die(e);
+  }
+}
+
+void main();
