@@ -233,7 +233,6 @@ export class Machine extends EventEmitter {
     }
     const what = reason === 17 ? `KVM internal error, suberror ${detail}` : reason === 9 ? `KVM entry failure, reason 0x${detail.toString(16)}` : reason === 0 ? `KVM_RUN failed, errno ${detail}` : `unhandled exit reason ${reason}`;
     this.log.error(`vCPU ${vcpu}: ${what} at rip ${rip}; the VM is stopped (internal-error)`);
-    process.stderr.write(`tsvirt: vCPU ${vcpu}: ${what} at rip ${rip}\n`);
     void this.serial(async () => {
       await this.pauseVcpus();
       this.runState = 'internal-error';
