@@ -85,11 +85,13 @@ export class Machine extends EventEmitter {
   async start(paused: boolean): Promise<void> {
     const exits = this.exitHandler();
     for (let i = 0; i < this.parts.vcpuCount; i++) this.vcpus.push(this.parts.createVcpu(i, exits));
+    // Worker threads start parked (outside KVM_RUN), so their start-up overlaps the boot preparation below.
+    const started = Promise.all(this.vcpus.map((v) => v.start()));
     this.initialVcpu = this.vcpus.map((v) => captureVcpuState(v.fd, this.parts.msrIndices));
     this.initialChips = [IRQCHIP_PIC_MASTER, IRQCHIP_PIC_SLAVE, IRQCHIP_IOAPIC].map((c) => this.vm.getIrqchip(c));
     this.initialChips.push(this.vm.getPit2());
     this.parts.boot(this);
-    await Promise.all(this.vcpus.map((v) => v.start()));
+    await started;
     if (paused) {
       this.runState = 'paused';
     } else {
