@@ -6,11 +6,12 @@ import { ConfigError } from './errors.js';
 import type { VmConfig } from './config.js';
 import { Kvm } from './kvm/system.js';
 import { VcpuFd } from './kvm/vcpu.js';
+import type { CpuidEntry } from './kvm/structs.js';
 import { allocateRam } from './memory.js';
 import { vcpuCpuid } from './cpuid.js';
 import { readableMsrs } from './vcpu/state.js';
 import { VcpuHandle } from './vcpu/handle.js';
-import { Machine, type Resettable } from './machine.js';
+import { Machine, type Resettable, type StatefulDevice } from './machine.js';
 import type { Logger } from './log.js';
 import { COM1_IRQ, COM1_PORT } from './layout.js';
 import { openCharBackend } from './chardev/open.js';
@@ -27,6 +28,8 @@ export interface BuiltVm {
   readonly machine: Machine;
   readonly console: CharBackend;
   readonly serial: Serial8250;
+  /** What KVM supports: the CONFIG section's CPU features come from it. */
+  readonly supportedCpuid: readonly CpuidEntry[];
 }
 
 export interface BuildOptions {
@@ -54,6 +57,7 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
   const pio = new Bus('pio', (m) => log.debug(m));
   const mmio = new Bus('mmio', (m) => log.debug(m));
   const resettables: Resettable[] = [];
+  const devices: StatefulDevice[] = [];
 
   let machine: Machine | undefined;
   const console = await openCharBackend(config.serial, () => machine?.quit(0));
@@ -64,8 +68,9 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
   console.setInputSink((bytes) => serial.enqueueInput(bytes));
   serial.onInputSpace(() => console.resumeInput());
   pio.register(COM1_PORT, 8, serial, 'serial0');
+  devices.push({ id: 'serial0', version: 1, saveState: () => serial.saveState(), restoreState: (s) => serial.restoreState(s as never) });
 
-  const chipset = addChipset({ pio, vm, memSize: config.memSize, resettables, onPowerOff: () => machine?.guestPowerOff(), onReset: () => machine?.guestReset() });
+  const chipset = addChipset({ pio, vm, memSize: config.memSize, resettables, devices, onPowerOff: () => machine?.guestPowerOff(), onReset: () => machine?.guestReset() });
 
   const supportedCpuid = kvm.getSupportedCpuid();
   const msrCandidates = kvm.getMsrIndexList();
@@ -83,6 +88,7 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
     vcpuCount: config.cpus,
     boot: (m) => bootGuest(m, config, images),
     resettables,
+    devices,
     noReboot: config.noReboot,
     noShutdown: config.noShutdown,
     exit: (code) => {
@@ -93,5 +99,5 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
     msrIndices,
   });
   machine.powerButton = () => chipset.pressPowerButton();
-  return { machine, console, serial };
+  return { machine, console, serial, supportedCpuid };
 }

@@ -6,7 +6,7 @@ import { CmosRtc } from '../devices/cmos-rtc.js';
 import { I8042 } from '../devices/i8042.js';
 import { ResetControl } from '../devices/reset-control.js';
 import type { VmFd } from './kvm/vm.js';
-import type { Resettable } from './machine.js';
+import type { Resettable, StatefulDevice } from './machine.js';
 import { CMOS_PORT, I8042_COMMAND_PORT, I8042_DATA_PORT, LOW_RAM_MAX, PM_BASE, RESET_CONTROL_PORT, SCI_IRQ } from './layout.js';
 
 /** Port 0x80 (POST codes) and 0xED (I/O delay): guests write them constantly; reading gives all-ones. */
@@ -20,6 +20,8 @@ export interface ChipsetOptions {
   readonly vm: VmFd;
   readonly memSize: number;
   readonly resettables: Resettable[];
+  /** Receives each chipset device's migration section. */
+  readonly devices: StatefulDevice[];
   readonly onPowerOff: () => void;
   readonly onReset: () => void;
 }
@@ -43,13 +45,17 @@ export function addChipset(o: ChipsetOptions): Chipset {
   const rtc = new CmosRtc({ clock: () => new Date(), lowMem, highMem: o.memSize - lowMem });
   o.pio.register(CMOS_PORT, 2, rtc, 'cmos');
 
-  o.pio.register(RESET_CONTROL_PORT, 1, new ResetControl({ onReset: o.onReset }), 'reset-control');
+  const resetControl = new ResetControl({ onReset: o.onReset });
+  o.pio.register(RESET_CONTROL_PORT, 1, resetControl, 'reset-control');
   o.pio.register(POST_PORT, 1, SINK, 'post');
   o.pio.register(IO_DELAY_PORT, 1, SINK, 'io-delay');
 
-  for (const d of [pm, i8042, rtc]) {
+  const named: [string, { saveState(): unknown; restoreState(s: never): void }][] = [['acpi-pm', pm], ['i8042', i8042], ['cmos', rtc], ['reset-control', resetControl]];
+  for (const [id, d] of named) {
+    const restore = (s: unknown) => d.restoreState(s as never);
     const initial = d.saveState();
-    o.resettables.push({ reset: () => (d as { restoreState(s: unknown): void }).restoreState(initial) });
+    o.resettables.push({ reset: () => restore(initial) });
+    o.devices.push({ id, version: 1, saveState: () => d.saveState(), restoreState: restore });
   }
   return { pressPowerButton: () => pm.pressPowerButton() };
 }

@@ -18,6 +18,14 @@ export interface Resettable {
   reset(): void;
 }
 
+/** A device whose plain state object is its migration section. */
+export interface StatefulDevice {
+  readonly id: string;
+  readonly version: number;
+  saveState(): unknown;
+  restoreState(state: unknown): void;
+}
+
 /** What the builder hands the machine. */
 export interface MachineParts {
   readonly name?: string;
@@ -31,6 +39,8 @@ export interface MachineParts {
   /** Loads kernel, initrd and firmware tables into RAM and sets the boot vCPU's registers; run at start and on reset. */
   readonly boot: (machine: Machine) => void;
   readonly resettables: readonly Resettable[];
+  /** Devices with migratable state, by stable id. */
+  readonly devices: readonly StatefulDevice[];
   /** When true, a guest reset ends the process (QEMU's -no-reboot). */
   readonly noReboot: boolean;
   /** When true, guest power-off pauses the VM instead of exiting (QEMU's -no-shutdown). */
@@ -69,6 +79,14 @@ export class Machine extends EventEmitter {
     this.log = parts.log;
   }
 
+  get devices(): readonly StatefulDevice[] {
+    return this.parts.devices;
+  }
+
+  get msrIndices(): readonly number[] {
+    return this.parts.msrIndices;
+  }
+
   get memory(): GuestMemory {
     return this.ram.memory;
   }
@@ -82,7 +100,7 @@ export class Machine extends EventEmitter {
   }
 
   /** Creates the vCPU threads (parked), records power-on state for resets, boots, then runs unless `paused`. */
-  async start(paused: boolean): Promise<void> {
+  async start(paused: boolean, opts: { boot?: boolean } = {}): Promise<void> {
     const exits = this.exitHandler();
     for (let i = 0; i < this.parts.vcpuCount; i++) this.vcpus.push(this.parts.createVcpu(i, exits));
     // Worker threads start parked (outside KVM_RUN), so their start-up overlaps the boot preparation below.
@@ -90,7 +108,7 @@ export class Machine extends EventEmitter {
     this.initialVcpu = this.vcpus.map((v) => captureVcpuState(v.fd, this.parts.msrIndices));
     this.initialChips = [IRQCHIP_PIC_MASTER, IRQCHIP_PIC_SLAVE, IRQCHIP_IOAPIC].map((c) => this.vm.getIrqchip(c));
     this.initialChips.push(this.vm.getPit2());
-    this.parts.boot(this);
+    if (opts.boot !== false) this.parts.boot(this);
     await started;
     if (paused) {
       this.runState = 'paused';
@@ -142,7 +160,7 @@ export class Machine extends EventEmitter {
     return this.serial(async () => {
       if (this.runState === 'running') return;
       if (this.runState === 'inmigrate') throw new StateError('Guest is waiting for an incoming migration');
-      if (this.runState === 'postmigrate') throw new StateError('The guest has migrated away; it cannot run here');
+      if (this.runState === 'postmigrate' || this.runState === 'finish-migrate') throw new StateError('The guest has migrated away (or is migrating); it cannot be continued here');
       if (this.runState === 'internal-error' || this.runState === 'shutdown') {
         throw new StateError(`Resetting the Virtual Machine is required (state ${this.runState})`);
       }

@@ -41,7 +41,6 @@ async function daemonize(argv: string[]): Promise<never> {
 }
 
 async function run(config: VmConfig, log: Logger): Promise<void> {
-  if (config.incoming) throw new ConfigError('incoming', 'incoming migration is not available in this build yet');
   if (config.testSocket) throw new ConfigError('mod-test', 'the device test mode is not available in this build yet');
   const cleanups: (() => void)[] = [];
   const exit = (code: number) => {
@@ -67,10 +66,13 @@ async function run(config: VmConfig, log: Logger): Promise<void> {
       machine.quit(0);
     });
   }
-  await machine.start(config.startPaused);
-  // QMP (ajv schemas and all) loads once the guest already runs: it would otherwise delay the boot by ~80 ms.
+  // A migration destination neither boots nor runs its vCPUs: the stream brings memory and state.
+  await machine.start(config.startPaused || config.incoming !== undefined, { boot: config.incoming === undefined });
+  // Migration and QMP (ajv schemas and all) load once the guest already runs: they would delay the boot by ~80 ms.
+  const { startMigrationFor } = await import('./migration-wiring.js');
+  const migration = startMigrationFor(config, built, log);
   const { startQmpFor } = await import('./qmp-wiring.js');
-  const qmp = await startQmpFor(config, machine, log);
+  const qmp = await startQmpFor(config, machine, log, migration);
   cleanups.push(() => qmp?.closeSync());
   if (process.env.TSVIRT_DAEMON_CHILD && process.send) {
     process.send('ready');

@@ -5,13 +5,13 @@ import type { Logger } from './log.js';
 import type { Machine } from './machine.js';
 import type { MachineEvent } from './run-state.js';
 import { ConfigError } from './errors.js';
-import { EventHub, startQmp, type CpuSlot, type QmpServer, type VcpuInfo, type VmApi, type VmEvent } from '../qmp/index.js';
+import { EventHub, startQmp, type CpuSlot, type MigrationApi, type QmpServer, type VcpuInfo, type VmApi, type VmEvent } from '../qmp/index.js';
 
 /** The machine as QMP sees it. */
 export class MachineQmpView implements VmApi {
   readonly events = new EventHub();
 
-  constructor(private readonly machine: Machine, private readonly config: VmConfig) {
+  constructor(private readonly machine: Machine, private readonly config: VmConfig, readonly migration?: MigrationApi & { events?: EventHub }) {
     machine.on('event', (e: MachineEvent) => this.events.emit(toVmEvent(e)));
   }
 
@@ -89,8 +89,8 @@ export interface QmpHandle {
 }
 
 /** Starts the QMP listeners the command line asked for (none: no server). */
-export async function startQmpFor(config: VmConfig, machine: Machine, log: Logger): Promise<QmpHandle | undefined> {
-  const view = new MachineQmpView(machine, config);
+export async function startQmpFor(config: VmConfig, machine: Machine, log: Logger, migration?: MigrationApi & { events?: EventHub }): Promise<QmpHandle | undefined> {
+  const view = new MachineQmpView(machine, config, migration);
   if (config.qmp.length === 0) return undefined;
   let server: QmpServer;
   try {

@@ -78,6 +78,12 @@ export interface MigrationParameters {
   maxCpuThrottle: number;
   /** Dirty-rate share of bandwidth that triggers throttling, percent (1..100, default 50). */
   throttleTriggerThreshold: number;
+  /** Seconds a migration may run before `xMigrationTimeoutStrategy` applies; 0 = no limit (tsvirt's own). */
+  xMigrationTimeout?: number;
+  /** What the timeout does: `cancel` (the VM stays on the source) or `force-switchover`. */
+  xMigrationTimeoutStrategy?: 'cancel' | 'force-switchover';
+  /** Compression of multifd channels. */
+  multifdCompression?: 'none' | 'zlib' | 'zstd';
 }
 
 /** QEMU 7.2's defaults for the supported parameters (measured with `query-migrate-parameters`). */

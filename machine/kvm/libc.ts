@@ -19,6 +19,7 @@ const c = {
   memfdCreate: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, int64_t len)'),
   madvise: libc.func('int madvise(void *addr, size_t len, int advice)'),
+  lseek: libc.func('int64_t lseek(int fd, int64_t offset, int whence)'),
   gettid: libc.func('int gettid()'),
   getpid: libc.func('int getpid()'),
   tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
@@ -123,4 +124,22 @@ export function getpid(): number {
 /** Sends `sig` to one thread of this process; used to kick a vCPU out of KVM_RUN. */
 export function tgkill(tid: number, sig: number): void {
   c.tgkill(c.getpid(), tid, sig);
+}
+
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+
+/** The [start, end) byte ranges of `fd` (size `size`) that hold data; holes (never-written pages) are left out. */
+export function dataExtents(fd: number, size: number): [number, number][] {
+  const out: [number, number][] = [];
+  let pos = 0;
+  while (pos < size) {
+    const data = Number(c.lseek(fd, pos, SEEK_DATA));
+    if (data < 0) break; // ENXIO: no data after pos
+    const hole = Number(c.lseek(fd, data, SEEK_HOLE));
+    const end = hole < 0 ? size : Math.min(hole, size);
+    out.push([data, end]);
+    pos = end;
+  }
+  return out;
 }

@@ -135,9 +135,26 @@ export const KVM_FPU = layout('kvm_fpu', 416, { fcw: [128, 'u16'], mxcsr: [408, 
 export const KVM_LAPIC_STATE = layout('kvm_lapic_state', 1024, {});
 export const KVM_XSAVE = layout('kvm_xsave', 4096, {});
 
+export const KVM_IOEVENTFD = layout('kvm_ioeventfd', 64, {
+  datamatch: [0, 'u64'], addr: [8, 'u64'], len: [16, 'u32'], fd: [20, 'u32'], flags: [24, 'u32'],
+});
+export const KVM_IRQFD = layout('kvm_irqfd', 32, { fd: [0, 'u32'], gsi: [4, 'u32'], flags: [8, 'u32'], resamplefd: [12, 'u32'] });
+/** Header of KVM_SET_GSI_ROUTING's argument; `nr` kvm_irq_routing_entry follow it. */
+export const KVM_IRQ_ROUTING = layout('kvm_irq_routing', 8, { nr: [0, 'u32'], flags: [4, 'u32'] });
+/** One route; its union `u` holds a kvm_irq_routing_irqchip or a kvm_irq_routing_msi (encoded at base + u). */
+export const KVM_IRQ_ROUTING_ENTRY = layout('kvm_irq_routing_entry', 48, { gsi: [0, 'u32'], type: [4, 'u32'], flags: [8, 'u32'], u: [16, 'u32'] });
+export const KVM_IRQ_ROUTING_IRQCHIP = layout('kvm_irq_routing_irqchip', 8, { irqchip: [0, 'u32'], pin: [4, 'u32'] });
+export const KVM_IRQ_ROUTING_MSI = layout('kvm_irq_routing_msi', 16, { address_lo: [0, 'u32'], address_hi: [4, 'u32'], data: [8, 'u32'] });
+export const KVM_MSI = layout('kvm_msi', 32, { address_lo: [0, 'u32'], address_hi: [4, 'u32'], data: [8, 'u32'], flags: [12, 'u32'], devid: [16, 'u32'] });
+/** The chip states inside kvm_irqchip (at offset 8): what tests and diagnostics read pending IRQs from. */
+export const KVM_PIC_STATE = layout('kvm_pic_state', 16, { last_irr: [0, 'u8'], irr: [1, 'u8'], imr: [2, 'u8'], isr: [3, 'u8'] });
+export const KVM_IOAPIC_STATE = layout('kvm_ioapic_state', 216, { base_address: [0, 'u64'], ioregsel: [8, 'u32'], id: [12, 'u32'], irr: [16, 'u32'], redirtbl: [24, 'u64'] });
+
 /** Every layout, for the header check. */
 export const ALL_LAYOUTS: readonly Layout[] = [
   KVM_REGS, KVM_SEGMENT, KVM_DTABLE, KVM_SREGS, KVM_USERSPACE_MEMORY_REGION, KVM_CPUID2, KVM_CPUID_ENTRY2, KVM_MSRS,
   KVM_MSR_ENTRY, KVM_RUN_LAYOUT, KVM_IRQ_LEVEL, KVM_PIT_CONFIG, KVM_CLOCK_DATA, KVM_DIRTY_LOG, KVM_IRQCHIP, KVM_PIT_STATE2,
   KVM_MP_STATE, KVM_VCPU_EVENTS, KVM_DEBUGREGS, KVM_XCRS, KVM_FPU, KVM_LAPIC_STATE, KVM_XSAVE,
+  KVM_IOEVENTFD, KVM_IRQFD, KVM_IRQ_ROUTING, KVM_IRQ_ROUTING_ENTRY, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_MSI,
+  KVM_PIC_STATE, KVM_IOAPIC_STATE,
 ];

@@ -3,7 +3,8 @@
 import { closeFd } from './libc.js';
 import { kvmIoctl, kvmIoctlVal } from './ioctl.js';
 import {
-  KVM_CLOCK_DATA, KVM_DIRTY_LOG, KVM_IRQCHIP, KVM_IRQ_LEVEL, KVM_PIT_CONFIG, KVM_PIT_STATE2,
+  KVM_CLOCK_DATA, KVM_DIRTY_LOG, KVM_IOEVENTFD, KVM_IRQCHIP, KVM_IRQFD, KVM_IRQ_LEVEL, KVM_IRQ_ROUTING,
+  KVM_IRQ_ROUTING_ENTRY, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_MSI, KVM_PIT_CONFIG, KVM_PIT_STATE2,
   KVM_USERSPACE_MEMORY_REGION, decode, encode,
 } from './structs.js';
 
@@ -14,6 +15,38 @@ const PIT_SPEAKER_DUMMY = 1;
 export const IRQCHIP_PIC_MASTER = 0;
 export const IRQCHIP_PIC_SLAVE = 1;
 export const IRQCHIP_IOAPIC = 2;
+
+// Flags and route types from <linux/kvm.h>.
+const IOEVENTFD_FLAG_DATAMATCH = 1 << 0;
+const IOEVENTFD_FLAG_PIO = 1 << 1;
+const IOEVENTFD_FLAG_DEASSIGN = 1 << 2;
+const IRQFD_FLAG_DEASSIGN = 1 << 0;
+const IRQFD_FLAG_RESAMPLE = 1 << 1;
+const IRQ_ROUTING_IRQCHIP = 1;
+const IRQ_ROUTING_MSI = 2;
+
+/** One KVM_SET_GSI_ROUTING entry: a GSI wired to an irqchip pin, or a GSI that sends an MSI message. */
+export type GsiRoute =
+  | { readonly gsi: number; readonly type: 'irqchip'; readonly irqchip: number; readonly pin: number }
+  | { readonly gsi: number; readonly type: 'msi'; readonly addressLo: number; readonly addressHi: number; readonly data: number };
+
+/** Options of KVM_IOEVENTFD: match one value only, port I/O instead of MMIO, or remove an earlier registration. */
+export interface IoeventfdOptions {
+  /** Signal only when the guest writes exactly this value (else any write of `len` bytes). */
+  readonly datamatch?: number | bigint;
+  /** A port address (KVM_PIO_BUS) rather than an MMIO address. */
+  readonly pio?: boolean;
+  /** Remove the registration with these same fd, address, length, datamatch and pio. */
+  readonly deassign?: boolean;
+}
+
+/** Options of KVM_IRQFD. */
+export interface IrqfdOptions {
+  /** Detach the eventfd from the GSI. */
+  readonly deassign?: boolean;
+  /** Level-triggered irqchip GSIs: KVM signals this eventfd when the guest EOIs, so the device can re-assert. */
+  readonly resampleFd?: number;
+}
 
 /** A KVM VM fd. */
 export class VmFd {
@@ -98,6 +131,55 @@ export class VmFd {
 
   setPit2(state: Uint8Array): void {
     kvmIoctl(this.fd, 'SET_PIT2', state);
+  }
+
+  /** KVM_IOEVENTFD: a guest write of `len` bytes at `addr` signals eventfd `fd` inside KVM, without an exit to us. */
+  ioeventfd(fd: number, addr: number | bigint, len: number, opts: IoeventfdOptions = {}): void {
+    const buf = new Uint8Array(KVM_IOEVENTFD.size);
+    const flags = (opts.datamatch !== undefined ? IOEVENTFD_FLAG_DATAMATCH : 0) | (opts.pio ? IOEVENTFD_FLAG_PIO : 0)
+      | (opts.deassign ? IOEVENTFD_FLAG_DEASSIGN : 0);
+    encode(KVM_IOEVENTFD, { datamatch: BigInt(opts.datamatch ?? 0), addr: BigInt(addr), len, fd, flags }, buf);
+    kvmIoctl(this.fd, 'IOEVENTFD', buf);
+  }
+
+  /** KVM_IRQFD: a write to eventfd `fd` raises (edge) GSI `gsi` through the current routing table. */
+  irqfd(fd: number, gsi: number, opts: IrqfdOptions = {}): void {
+    const buf = new Uint8Array(KVM_IRQFD.size);
+    const flags = (opts.deassign ? IRQFD_FLAG_DEASSIGN : 0) | (opts.resampleFd !== undefined ? IRQFD_FLAG_RESAMPLE : 0);
+    encode(KVM_IRQFD, { fd, gsi, flags, resamplefd: opts.resampleFd ?? 0 }, buf);
+    kvmIoctl(this.fd, 'IRQFD', buf);
+  }
+
+  /**
+   * KVM_SET_GSI_ROUTING: replaces the WHOLE routing table, so callers must include the irqchip
+   * routes of GSIs 0-23 (machine/host/gsi-routes.ts has KVM's default table) or ISA IRQs stop.
+   */
+  setGsiRouting(routes: readonly GsiRoute[]): void {
+    const entry = KVM_IRQ_ROUTING_ENTRY.size;
+    const buf = new Uint8Array(KVM_IRQ_ROUTING.size + routes.length * entry);
+    encode(KVM_IRQ_ROUTING, { nr: routes.length, flags: 0 }, buf);
+    routes.forEach((r, i) => {
+      const base = KVM_IRQ_ROUTING.size + i * entry;
+      const u = base + KVM_IRQ_ROUTING_ENTRY.fields.u[0];
+      if (r.type === 'irqchip') {
+        encode(KVM_IRQ_ROUTING_ENTRY, { gsi: r.gsi, type: IRQ_ROUTING_IRQCHIP, flags: 0 }, buf, base);
+        encode(KVM_IRQ_ROUTING_IRQCHIP, { irqchip: r.irqchip, pin: r.pin }, buf, u);
+      } else {
+        encode(KVM_IRQ_ROUTING_ENTRY, { gsi: r.gsi, type: IRQ_ROUTING_MSI, flags: 0 }, buf, base);
+        encode(KVM_IRQ_ROUTING_MSI, { address_lo: r.addressLo, address_hi: r.addressHi, data: r.data }, buf, u);
+      }
+    });
+    kvmIoctl(this.fd, 'SET_GSI_ROUTING', buf);
+  }
+
+  /**
+   * KVM_SIGNAL_MSI: delivers one MSI message now (one ioctl per interrupt; irqfd routes avoid that).
+   * Returns false when KVM found no destination (the guest's APIC setup blocked it).
+   */
+  signalMsi(addressLo: number, addressHi: number, data: number): boolean {
+    const buf = new Uint8Array(KVM_MSI.size);
+    encode(KVM_MSI, { address_lo: addressLo, address_hi: addressHi, data }, buf);
+    return kvmIoctl(this.fd, 'SIGNAL_MSI', buf) > 0;
   }
 
   close(): void {

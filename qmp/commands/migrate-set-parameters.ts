@@ -20,6 +20,10 @@ export const migrateSetParameters = defineCommand<Record<string, unknown>>({
     'cpu-throttle-tailslow': { type: 'boolean' },
     'max-cpu-throttle': boundedInt(1, 99, 'an integer in the range of cpu-throttle-initial to 99'),
     'throttle-trigger-threshold': boundedInt(1, 100),
+    // tsvirt's own, named after Cloud Hypervisor's --migration-timeout: seconds before the strategy applies.
+    'x-migration-timeout': uint64(86400 * 365, 0, 'an integer in the range of 0 to 31536000 seconds'),
+    'x-migration-timeout-strategy': { type: 'string', enum: ['cancel', 'force-switchover'] },
+    'multifd-compression': { type: 'string', enum: ['none', 'zlib', 'zstd'] },
   }),
   example: {
     request: { execute: 'migrate-set-parameters', arguments: { 'downtime-limit': 500, 'max-bandwidth': 1073741824 } },

@@ -1,0 +1,203 @@
+// Connects live migration to the machine: the machine seen through migration's MigratableVm port, and -incoming.
+
+import type { VmConfig } from './config.js';
+import { StateError } from './errors.js';
+import type { Logger } from './log.js';
+import type { Machine } from './machine.js';
+import type { BuiltVm } from './builder.js';
+import { vcpuCpuid } from './cpuid.js';
+import { kvmIoctl } from './kvm/ioctl.js';
+import { addressOf, dataExtents } from './kvm/libc.js';
+import { MEM_LOG_DIRTY_PAGES } from './kvm/ioctls.js';
+import { IRQCHIP_IOAPIC, IRQCHIP_PIC_MASTER, IRQCHIP_PIC_SLAVE } from './kvm/vm.js';
+import { captureVcpuState, restoreVcpuState } from './vcpu/state.js';
+import { cpuFeatureSummary, type VmDescription } from '../migration/description.js';
+import type { Blobs } from '../migration/format.js';
+import { checkBlobs, CLOCK_BLOB_SIZES, IRQCHIP_BLOB_SIZES, PIT_BLOB_SIZES, vcpuBlobs, vcpuStateFromBlobs } from '../migration/kvm-state.js';
+import type { DeviceSnapshot, MigratableVm, RamRegionPort } from '../migration/vm-port.js';
+import { MigrationManager } from '../migration/manager.js';
+import { parseMigrationUri } from '../migration/channel.js';
+
+const PAGE_SHIFT = 12;
+const CHIPS = [['pic_master', IRQCHIP_PIC_MASTER], ['pic_slave', IRQCHIP_PIC_SLAVE], ['ioapic', IRQCHIP_IOAPIC]] as const;
+
+/** The machine as migration sees it. */
+export class MachineMigrationPort implements MigratableVm {
+  readonly ram: readonly RamRegionPort[];
+  private readonly kvmBitmaps: Uint8Array[];
+
+  constructor(private readonly machine: Machine, private readonly config: VmConfig, private readonly built: BuiltVm) {
+    this.ram = machine.ram.backings.map((b) => ({ gpa: b.range.gpa, size: b.range.size, bytes: b.bytes }));
+    // KVM_GET_DIRTY_LOG fills one bit per page, in 64-bit words.
+    this.kvmBitmaps = machine.ram.backings.map((b) => new Uint8Array(Math.ceil(b.range.size / 4096 / 64) * 8));
+  }
+
+  get vcpuCount(): number {
+    return this.machine.vcpuCount;
+  }
+
+  description(): VmDescription {
+    return {
+      machineType: this.config.machineType,
+      memory: { size: this.config.memSize, ranges: this.ram.map((r) => ({ gpa: r.gpa, size: r.size })) },
+      vcpus: this.config.cpus,
+      cpuFeatures: cpuFeatureSummary(vcpuCpuid(this.built.supportedCpuid, 0, this.config.cpus)),
+      devices: this.config.devices.map((d) => ({
+        id: d.id ?? `pci-00:${d.addr.slot.toString(16).padStart(2, '0')}.${d.addr.function}`,
+        type: d.driver,
+        pciAddress: `00:${d.addr.slot.toString(16).padStart(2, '0')}.${d.addr.function}`,
+        attributes: (d.driver === 'virtio-blk-pci' ? { file: d.drive.file, serial: d.serial ?? null, readonly: d.drive.readonly } : { mac: d.mac ?? null }) as Record<string, string | boolean | null>,
+      })),
+    };
+  }
+
+  cpuVendor(): string {
+    const leaf0 = this.built.supportedCpuid.find((e) => e.function === 0);
+    if (!leaf0) return 'unknown';
+    const b = Buffer.alloc(12);
+    b.writeUInt32LE(leaf0.ebx, 0);
+    b.writeUInt32LE(leaf0.edx, 4);
+    b.writeUInt32LE(leaf0.ecx, 8);
+    return b.toString('latin1');
+  }
+
+  isRunning(): boolean {
+    return this.machine.state === 'running';
+  }
+
+  setRunState(state: 'running' | 'paused' | 'finish-migrate' | 'postmigrate' | 'inmigrate'): void {
+    const before = this.machine.state;
+    this.machine.setState(state);
+    if (state === 'running' && before !== 'running') this.machine.emit('event', { name: 'RESUME' });
+  }
+
+  pauseVcpus(): Promise<void> {
+    return this.machine.pauseVcpus();
+  }
+
+  resumeVcpus(): void {
+    this.machine.resumeVcpus();
+  }
+
+  populatedPages(region: number): Uint32Array {
+    const b = this.machine.ram.backings[region];
+    const bitmap = new Uint32Array(Math.ceil(b.range.size / 4096 / 32));
+    for (const [start, end] of dataExtents(b.fd, b.range.size)) {
+      for (let p = start >>> PAGE_SHIFT, last = Math.ceil(end / 4096); p < last; p++) bitmap[p >>> 5] |= 1 << (p & 31);
+    }
+    return bitmap;
+  }
+
+  private setLogging(on: boolean): void {
+    for (const b of this.machine.ram.backings) this.machine.vm.setUserMemoryRegion(b.slot, on ? MEM_LOG_DIRTY_PAGES : 0, b.range.gpa, b.range.size, b.hostAddress);
+  }
+
+  startDirtyLog(): void {
+    this.setLogging(true);
+    this.machine.memory.startDirtyTracking();
+  }
+
+  stopDirtyLog(): void {
+    this.setLogging(false);
+    this.machine.memory.stopDirtyTracking();
+  }
+
+  takeDirtyPages(region: number): Uint32Array {
+    const kvm = this.kvmBitmaps[region];
+    kvm.fill(0);
+    this.machine.vm.getDirtyLog(this.machine.ram.backings[region].slot, kvm, addressOf(kvm));
+    const devices = this.machine.memory.takeDirtyBitmap(region);
+    const words = new Uint32Array(kvm.buffer, kvm.byteOffset, devices.length);
+    for (let i = 0; i < devices.length; i++) devices[i] |= words[i];
+    return devices;
+  }
+
+  async drainDevices(): Promise<void> {
+    // Devices with in-flight I/O (virtio-blk) complete it here; the chipset devices have none.
+  }
+
+  saveVcpu(index: number): Blobs {
+    return vcpuBlobs(captureVcpuState(this.machine.vcpus[index].fd, this.machine.msrIndices));
+  }
+
+  restoreVcpu(index: number, blobs: Blobs): void {
+    if (index >= this.machine.vcpuCount) throw new StateError(`VCPU_STATE for vCPU ${index}, but this VM has ${this.machine.vcpuCount}`);
+    restoreVcpuState(this.machine.vcpus[index].fd, vcpuStateFromBlobs(index, blobs));
+  }
+
+  saveIrqchip(): Blobs {
+    return new Map(CHIPS.map(([name, id]) => [name, this.machine.vm.getIrqchip(id)]));
+  }
+
+  restoreIrqchip(blobs: Blobs): void {
+    checkBlobs('IRQCHIP', blobs, IRQCHIP_BLOB_SIZES);
+    for (const [name, id] of CHIPS) {
+      const blob = blobs.get(name)!;
+      new DataView(blob.buffer, blob.byteOffset, 4).setUint32(0, id, true);
+      this.machine.vm.setIrqchip(blob);
+    }
+  }
+
+  savePit(): Blobs {
+    return new Map([['pit2', this.machine.vm.getPit2()]]);
+  }
+
+  restorePit(blobs: Blobs): void {
+    checkBlobs('PIT', blobs, PIT_BLOB_SIZES);
+    this.machine.vm.setPit2(blobs.get('pit2')!);
+  }
+
+  saveClock(): Blobs {
+    return new Map([['clock', this.machine.vm.getClock().raw]]);
+  }
+
+  /**
+   * KVM_SET_CLOCK with the source's kvm_clock_data as read: it carries KVM_CLOCK_REALTIME and the source's
+   * realtime, so KVM advances kvmclock by the time the state spent in flight and guest time neither stops nor jumps.
+   */
+  restoreClock(blobs: Blobs): void {
+    checkBlobs('CLOCK', blobs, CLOCK_BLOB_SIZES);
+    const blob = Uint8Array.from(blobs.get('clock')!);
+    const dv = new DataView(blob.buffer);
+    const KVM_CLOCK_REALTIME = 1 << 2;
+    // Keep only the flag KVM_SET_CLOCK acts on; TSC_STABLE and HOST_TSC describe the source host.
+    dv.setUint32(8, dv.getUint32(8, true) & KVM_CLOCK_REALTIME, true);
+    kvmIoctl(this.machine.vm.fd, 'SET_CLOCK', blob);
+  }
+
+  saveDevices(): DeviceSnapshot[] {
+    return this.machine.devices.map((d) => ({ id: d.id, version: d.version, state: d.saveState() }));
+  }
+
+  restoreDevice(snapshot: DeviceSnapshot): void {
+    const d = this.machine.devices.find((x) => x.id === snapshot.id);
+    if (!d) throw new StateError(`device state for '${snapshot.id}', which this VM does not have`);
+    if (snapshot.version > d.version) throw new StateError(`device '${snapshot.id}' state version ${snapshot.version} is newer than this build's ${d.version}`);
+    d.restoreState(snapshot.state);
+  }
+
+  afterIncoming(): void {
+    // NICs announce themselves here once virtio-net is wired.
+  }
+}
+
+/** Creates the migration manager for a VM and, with -incoming, starts waiting for the stream. */
+export function startMigrationFor(config: VmConfig, built: BuiltVm, log: Logger): MigrationManager {
+  const { machine } = built;
+  const port = new MachineMigrationPort(machine, config, built);
+  const manager = new MigrationManager({
+    vm: port,
+    log: (m) => log.info(m),
+    onIncomingFailed: (message) => {
+      log.error(`incoming migration failed: ${message}`);
+      process.stderr.write(`tsvirt: incoming migration failed: ${message}\n`);
+      machine.quit(1);
+    },
+  });
+  if (config.incoming && config.incoming.kind !== 'defer') {
+    const uri = config.incoming.kind === 'unix' ? `unix:${config.incoming.path}` : config.incoming.kind === 'tcp' ? `tcp:${config.incoming.host.includes(':') ? `[${config.incoming.host}]` : config.incoming.host}:${config.incoming.port}` : '';
+    if (!uri) throw new StateError('-incoming: only tcp: and unix: are supported for now');
+    void manager.incoming(parseMigrationUri(uri), config.startPaused).catch(() => {});
+  }
+  return manager;
+}

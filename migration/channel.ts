@@ -1,0 +1,112 @@
+// Migration transports: tcp:HOST:PORT and unix:PATH URIs, connecting, listening, and back-pressured writing.
+
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { TsvirtError } from '../machine/errors.js';
+import { parseIncoming } from '../machine/config-values.js';
+
+/** Where a migration stream goes or comes from. */
+export type MigrationAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+/** A migration URI the QMP `migrate` command cannot use. */
+export class MigrationUriError extends TsvirtError {
+  constructor(message: string) {
+    super('ERR_MIGRATION_URI', message);
+  }
+}
+
+/** Parses `tcp:HOST:PORT` (hostnames, IPv4, `[IPv6]`) or `unix:PATH`. */
+export function parseMigrationUri(uri: string): MigrationAddress {
+  let parsed;
+  try {
+    parsed = parseIncoming('uri', uri);
+  } catch (e) {
+    throw new MigrationUriError(`Invalid migration URI '${uri}': ${(e as Error).message.replace(/^-uri: /, '')}`);
+  }
+  if (parsed.kind === 'tcp') return { kind: 'tcp', host: parsed.host, port: parsed.port };
+  if (parsed.kind === 'unix') return { kind: 'unix', path: parsed.path };
+  throw new MigrationUriError(`Migration URI '${uri}' is not supported here: use tcp:HOST:PORT or unix:PATH`);
+}
+
+export function describeAddress(a: MigrationAddress): string {
+  return a.kind === 'unix' ? `unix:${a.path}` : `tcp:${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+}
+
+/** Connects, failing after `timeoutMs` with a message naming the address. */
+export function connect(a: MigrationAddress, timeoutMs = 10000): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = a.kind === 'unix' ? net.connect(a.path) : net.connect(a.port, a.host);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new TsvirtError('ERR_MIGRATION_CONNECT', `cannot connect to ${describeAddress(a)}: timed out`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.setNoDelay(true);
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new TsvirtError('ERR_MIGRATION_CONNECT', `cannot connect to ${describeAddress(a)}: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
+    });
+  });
+}
+
+/** Listens on `a`; a stale unix socket file is replaced. */
+export async function listen(a: MigrationAddress): Promise<net.Server> {
+  const server = net.createServer({ pauseOnConnect: true });
+  if (a.kind === 'unix') fs.rmSync(a.path, { force: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(new TsvirtError('ERR_MIGRATION_LISTEN', `cannot listen on ${describeAddress(a)}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
+    if (a.kind === 'unix') server.listen(a.path, () => resolve());
+    else server.listen(a.port, a.host, () => resolve());
+  });
+  return server;
+}
+
+/**
+ * Re-wraps an accepted (paused) socket so the kernel reads straight into buffers the caller lends: Node's server
+ * sockets take no `onread` option, but a socket built on the accepted handle does.
+ */
+export function withDirectReads(accepted: net.Socket, buffer: () => Uint8Array, onData: (n: number) => void): net.Socket {
+  const handle = (accepted as unknown as { _handle: unknown })._handle;
+  (accepted as unknown as { _handle: unknown })._handle = null;
+  const s = new net.Socket({ handle, readable: true, writable: true, onread: { buffer, callback: (n: number) => { onData(n); return true; } } } as net.SocketConstructorOpts);
+  s.setNoDelay(true);
+  s.resume();
+  return s;
+}
+
+/** Writes chunk lists to a socket, waiting for 'drain' when the kernel buffer is full. */
+export class ChannelWriter {
+  bytesWritten = 0;
+  private broken?: Error;
+
+  constructor(private readonly socket: net.Socket) {
+    socket.on('error', (e) => (this.broken ??= e));
+    socket.on('close', () => (this.broken ??= new Error('connection closed')));
+  }
+
+  /** Queues `chunks`; resolves once the socket can take more. The chunks may be views of guest RAM (no copy). */
+  async write(chunks: readonly Uint8Array[]): Promise<void> {
+    if (this.broken) throw this.broken;
+    let full = false;
+    for (const c of chunks) {
+      this.bytesWritten += c.length;
+      if (!this.socket.write(c)) full = true;
+    }
+    if (full) await this.drain();
+  }
+
+  drain(): Promise<void> {
+    if (this.broken) return Promise.reject(this.broken);
+    if (!this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onDrain = () => { cleanup(); resolve(); };
+      const onClose = () => { cleanup(); reject(this.broken ?? new Error('connection closed')); };
+      const cleanup = () => { this.socket.off('drain', onDrain); this.socket.off('close', onClose); };
+      this.socket.once('drain', onDrain);
+      this.socket.once('close', onClose);
+    });
+  }
+}

@@ -1,0 +1,183 @@
+// The incoming side of a live migration: listen, check the configuration, take RAM and state, run only when told.
+
+import type * as net from 'node:net';
+import { TsvirtError } from '../machine/errors.js';
+import { describeAddress, listen, withDirectReads, type MigrationAddress } from './channel.js';
+import { compareVms } from './compat.js';
+import { MigrationCompatError } from './errors.js';
+import type { StreamMessage } from './format.js';
+import { StreamReader } from './reader.js';
+import type { MigrationStats } from './stats.js';
+import type { MigrationStatus } from './status.js';
+import type { MigratableVm } from './vm-port.js';
+import { ReplyWriter } from './writer.js';
+
+const PAGE_SHIFT = 12;
+
+export interface DestinationContext {
+  readonly vm: MigratableVm;
+  readonly status: MigrationStatus;
+  readonly stats: MigrationStats;
+  /** Leave the guest paused after the migration (the destination was started with -S). */
+  readonly startPaused: boolean;
+  log(message: string): void;
+}
+
+/** Pages of each region the stream has written, so a later ZERO run only clears what was written before. */
+class WrittenPages {
+  private readonly bits: Uint32Array[];
+  constructor(vm: MigratableVm) {
+    this.bits = vm.ram.map((r) => new Uint32Array(Math.ceil(r.size / 4096 / 32)));
+  }
+  mark(region: number, offset: number, length: number): void {
+    const b = this.bits[region];
+    for (let p = offset >>> PAGE_SHIFT, end = (offset + length) >>> PAGE_SHIFT; p < end; p++) b[p >>> 5] |= 1 << (p & 31);
+  }
+  clearWritten(region: number, offset: number, length: number, bytes: Uint8Array): void {
+    const b = this.bits[region];
+    for (let p = offset >>> PAGE_SHIFT, end = (offset + length) >>> PAGE_SHIFT; p < end; p++) {
+      if (b[p >>> 5] & (1 << (p & 31))) bytes.fill(0, p << PAGE_SHIFT, (p + 1) << PAGE_SHIFT);
+    }
+  }
+}
+
+/**
+ * Waits for one incoming migration on `address` and completes it. Resolves once the guest runs here; rejects (the
+ * guest never having run here) when the stream is refused, corrupt or cut.
+ */
+export async function runDestination(ctx: DestinationContext, address: MigrationAddress): Promise<void> {
+  const { vm, status, stats } = ctx;
+  const server = await listen(address);
+  ctx.log(`waiting for an incoming migration on ${describeAddress(address)}`);
+  const accepted = await new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  server.close();
+  if (address.kind === 'unix') server.once('close', () => {});
+  stats.startedAt = performance.now();
+
+  const replies = new ReplyWriter();
+  const written = new WrittenPages(vm);
+  let socket: net.Socket | undefined;
+  let header: { arch: string; vendor: string } | undefined;
+  let done = false;
+
+  return new Promise<void>((resolve, reject) => {
+    const fail = (e: unknown) => {
+      if (done) return;
+      done = true;
+      const message = (e as Error).message;
+      if (status.can('failed')) status.fail(message);
+      try {
+        if (!(e instanceof TsvirtError && e.code === 'ERR_MIGRATION_PEER')) socket?.write(Buffer.concat(replies.error(message)));
+      } catch {
+        // Connection already gone.
+      }
+      socket?.end();
+      reject(e);
+    };
+
+    const onMessage = (m: StreamMessage): void => {
+      switch (m.type) {
+        case 'header':
+          header = m.header;
+          status.transition('setup');
+          return;
+        case 'config': {
+          const mismatches = compareVms({ ...header!, description: m.description }, { arch: 'x86_64', vendor: vm.cpuVendor(), description: vm.description() });
+          if (mismatches.length) throw new MigrationCompatError(mismatches);
+          socket!.write(Buffer.concat(replies.accept()));
+          stats.setupDoneAt = performance.now();
+          status.transition('active');
+          return;
+        }
+        case 'pass-end':
+          stats.dirtySyncCount = m.dirtySyncs;
+          stats.passes++;
+          return;
+        case 'vcpu':
+          vm.restoreVcpu(m.index, m.blobs);
+          return;
+        case 'irqchip':
+          vm.restoreIrqchip(m.blobs);
+          return;
+        case 'pit':
+          vm.restorePit(m.blobs);
+          return;
+        case 'clock':
+          vm.restoreClock(m.blobs);
+          return;
+        case 'device':
+          if (m.encoding !== 'json') throw new TsvirtError('ERR_MIGRATION_DEVICE', `device ${m.id}: binary state is not supported`);
+          vm.restoreDevice({ id: m.id, version: m.version, state: m.state });
+          return;
+        case 'end':
+          socket!.write(Buffer.concat(replies.ready(reader.summary)));
+          return;
+        case 'run':
+          // The point of no return was the source's RUN: from here the guest runs here.
+          if (!ctx.startPaused) vm.resumeVcpus();
+          vm.setRunState(ctx.startPaused ? 'paused' : 'running');
+          vm.afterIncoming();
+          socket!.write(Buffer.concat(replies.running()));
+          stats.finishedAt = performance.now();
+          status.transition('completed');
+          done = true;
+          socket!.end();
+          resolve();
+          return;
+        case 'error':
+          throw new TsvirtError('ERR_MIGRATION_PEER', `source reported: ${m.message}`);
+        default:
+          return;
+      }
+    };
+
+    const reader = new StreamReader({
+      direction: 'stream',
+      onMessage,
+      ram: {
+        target: (region, offset, length) => {
+          const r = vm.ram[region];
+          written.mark(region, offset, length);
+          stats.normalPages += length >>> PAGE_SHIFT;
+          return r.bytes.subarray(offset, offset + length);
+        },
+        zero: (region, offset, length) => {
+          stats.zeroPages += length >>> PAGE_SHIFT;
+          written.clearWritten(region, offset, length, vm.ram[region].bytes);
+        },
+      },
+    });
+
+    socket = withDirectReads(
+      accepted,
+      () => {
+        try {
+          return reader.readBuffer();
+        } catch (e) {
+          fail(e);
+          return new Uint8Array(65536);
+        }
+      },
+      (n) => {
+        if (done) return;
+        stats.transferredBytes += n;
+        try {
+          reader.commit(n);
+        } catch (e) {
+          fail(e);
+        }
+      },
+    );
+    socket.on('end', () => {
+      if (done) return;
+      try {
+        reader.finish();
+        fail(new TsvirtError('ERR_MIGRATION_PEER', 'the source closed the connection before RUN'));
+      } catch (e) {
+        fail(e);
+      }
+    });
+    socket.on('error', (e) => fail(new TsvirtError('ERR_MIGRATION_PEER', `connection error: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
+    socket.on('close', () => fail(new TsvirtError('ERR_MIGRATION_PEER', 'the connection closed before RUN')));
+  });
+}

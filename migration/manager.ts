@@ -1,0 +1,148 @@
+// The migration side of QMP: migrate, migrate_cancel, query-migrate, parameters and capabilities, for source and destination.
+
+import { TsvirtError } from '../machine/errors.js';
+import { EventHub, MIGRATION_CAPABILITIES, type MigrateRequest, type MigrationApi, type MigrationCapabilityState, type MigrationInfo, type MigrationParameters as QmpParameters } from '../qmp/index.js';
+import { fromWire, toWire } from '../qmp/protocol.js';
+import { parseMigrationUri, type MigrationAddress } from './channel.js';
+import { runDestination } from './destination.js';
+import { MigrationSettings } from './params.js';
+import { runSource } from './source.js';
+import { MigrationStats } from './stats.js';
+import { MigrationStatus } from './status.js';
+import type { MigratableVm } from './vm-port.js';
+
+export interface ManagerOptions {
+  readonly vm: MigratableVm;
+  readonly log: (message: string) => void;
+  /** Called when an incoming migration fails: the destination exits non-zero, never having run the guest. */
+  readonly onIncomingFailed?: (message: string) => void;
+  /** Called after a completed outgoing migration (StratoVirt's "source exits" option). */
+  readonly onOutgoingCompleted?: () => void;
+}
+
+/** Owns the migration status, settings and the running session; what QMP's migration commands call. */
+export class MigrationManager implements MigrationApi {
+  readonly events = new EventHub();
+  readonly settings = new MigrationSettings();
+  private status: MigrationStatus;
+  private stats: MigrationStats;
+  private abort?: AbortController;
+  private role: 'source' | 'destination' = 'source';
+
+  constructor(private readonly opts: ManagerOptions) {
+    this.status = this.newStatus('source');
+    this.stats = new MigrationStats(this.totalRam());
+  }
+
+  private totalRam(): number {
+    return this.opts.vm.ram.reduce((n, r) => n + r.size, 0);
+  }
+
+  private newStatus(role: 'source' | 'destination'): MigrationStatus {
+    const s = new MigrationStatus(role, () => performance.now());
+    s.onChange((c) => {
+      if (this.settings.capability('events')) this.events.emit({ event: 'MIGRATION', data: { status: c.status } });
+      this.opts.log(`migration ${c.previous} -> ${c.status}${c.errorDesc ? `: ${c.errorDesc}` : ''}`);
+    });
+    return s;
+  }
+
+  /** Starts waiting for an incoming migration (-incoming). */
+  incoming(address: MigrationAddress, startPaused: boolean): Promise<void> {
+    this.role = 'destination';
+    this.status = this.newStatus('destination');
+    this.stats = new MigrationStats(this.totalRam());
+    this.opts.vm.setRunState('inmigrate');
+    const done = runDestination({ vm: this.opts.vm, status: this.status, stats: this.stats, startPaused, log: this.opts.log }, address);
+    done.catch((e) => this.opts.onIncomingFailed?.((e as Error).message));
+    return done;
+  }
+
+  migrate(request: MigrateRequest): void {
+    if (this.role === 'destination') throw new TsvirtError('ERR_MIGRATION_STATE', 'This VM is the destination of a migration; it cannot migrate out');
+    if (this.status.status === 'completed') throw new TsvirtError('ERR_MIGRATION_STATE', 'The guest has already migrated away; it cannot migrate again');
+    if (this.status.inProgress) throw new TsvirtError('ERR_MIGRATION_STATE', "There's a migration process in progress");
+    if (request.blk || request.inc) throw new TsvirtError('ERR_MIGRATION_BLOCK', 'Block migration is not supported: use shared storage');
+    const address = parseMigrationUri(request.uri);
+    this.stats = new MigrationStats(this.totalRam());
+    this.stats.startedAt = performance.now();
+    this.abort = new AbortController();
+    this.status.transition('setup');
+    const events = this.events;
+    void runSource(
+      {
+        vm: this.opts.vm,
+        settings: this.settings,
+        status: this.status,
+        stats: this.stats,
+        cancelled: this.abort.signal,
+        onPass: (pass) => events.emit({ event: 'MIGRATION_PASS', data: { pass } }),
+        log: this.opts.log,
+      },
+      address,
+    ).then(
+      () => this.opts.onOutgoingCompleted?.(),
+      (e) => this.opts.log(`outgoing migration failed: ${(e as Error).message}`),
+    );
+  }
+
+  cancel(): void {
+    if (!this.status.inProgress || this.role === 'destination') return;
+    if (!this.status.cancellable) return;
+    this.status.transition('cancelling');
+    this.abort?.abort();
+  }
+
+  info(): MigrationInfo {
+    const s = this.status.status;
+    if (s === 'none') return { status: 'none' };
+    const st = this.stats;
+    const end = st.finishedAt || performance.now();
+    const ms = Math.max(1, end - st.startedAt);
+    const info: MigrationInfo = {
+      status: s,
+      totalTime: Math.round(end - st.startedAt),
+      setupTime: st.setupDoneAt ? Math.round(st.setupDoneAt - st.startedAt) : undefined,
+      ram: {
+        transferred: st.transferredBytes,
+        remaining: st.remainingBytes,
+        total: st.totalBytes,
+        duplicate: st.zeroPages,
+        normal: st.normalPages,
+        normalBytes: st.normalPages * 4096,
+        dirtyPagesRate: st.dirtyPagesRate,
+        mbps: Math.round((st.bandwidth * 8) / 1e6 * 1000) / 1000,
+        dirtySyncCount: st.dirtySyncCount,
+        pageSize: 4096,
+        pagesPerSecond: Math.round(((st.normalPages + st.zeroPages) * 1000) / ms),
+      },
+    };
+    if (s === 'active' || s === 'setup') info.expectedDowntime = st.expectedDowntimeMs;
+    if (st.downtimeMs !== undefined) info.downtime = st.downtimeMs;
+    if (st.cpuThrottlePercentage) info.cpuThrottlePercentage = st.cpuThrottlePercentage;
+    if (s === 'failed' && this.status.errorDesc) info.errorDesc = this.status.errorDesc;
+    return info;
+  }
+
+  setParameters(patch: Partial<QmpParameters>): void {
+    this.settings.set(toWire(patch) as Record<string, unknown>);
+  }
+
+  parameters(): QmpParameters {
+    return fromWire(this.settings.queryParameters() as unknown as Record<string, unknown>) as unknown as QmpParameters;
+  }
+
+  setCapabilities(changes: readonly MigrationCapabilityState[]): void {
+    this.settings.setCapabilities(changes, this.status.inProgress);
+  }
+
+  capabilities(): MigrationCapabilityState[] {
+    const on = new Map(this.settings.queryCapabilities().map((c) => [c.capability as string, c.state]));
+    return MIGRATION_CAPABILITIES.map((capability) => ({ capability, state: on.get(capability) ?? false }));
+  }
+
+  /** True once an outgoing migration completed (the guest has left). */
+  get completed(): boolean {
+    return this.status.status === 'completed';
+  }
+}

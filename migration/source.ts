@@ -1,0 +1,258 @@
+// The outgoing side of a live migration, as a script of named phases: connect, handshake, pre-copy passes, switch-over, commit.
+
+import type * as net from 'node:net';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { TsvirtError } from '../machine/errors.js';
+import { ChannelWriter, connect, describeAddress, type MigrationAddress } from './channel.js';
+import { decideSwitchover, PassMeter, RateLimiter } from './convergence.js';
+import type { StreamMessage } from './format.js';
+import type { MigrationSettings } from './params.js';
+import { countDirtyPages, planRamBatches } from './ram.js';
+import { StreamReader } from './reader.js';
+import type { MigrationStats } from './stats.js';
+import type { MigrationStatus } from './status.js';
+import type { MigratableVm } from './vm-port.js';
+import { StreamWriter } from './writer.js';
+
+const PAGE_SIZE = 4096;
+const REPLY_TIMEOUT_MS = 30000;
+/** Let QMP and other I/O run at least this often while pages stream out. */
+const YIELD_EVERY_BYTES = 32 * 1024 * 1024;
+
+/** The user cancelled (migrate_cancel). */
+export class MigrationCancelled extends TsvirtError {
+  constructor() {
+    super('ERR_MIGRATION_CANCELLED', 'migration cancelled');
+  }
+}
+
+/** Everything a source session works with. */
+export interface SourceContext {
+  readonly vm: MigratableVm;
+  readonly settings: MigrationSettings;
+  readonly status: MigrationStatus;
+  readonly stats: MigrationStats;
+  readonly cancelled: AbortSignal;
+  /** A dirty pass began (MIGRATION_PASS). */
+  onPass(pass: number): void;
+  log(message: string): void;
+}
+
+/** The destination's replies, awaited one at a time. */
+class Replies {
+  private queue: StreamMessage[] = [];
+  private waiter?: () => void;
+  private closed?: Error;
+  private readonly reader = new StreamReader({ direction: 'replies', onMessage: (m) => this.queue.push(m) });
+
+  constructor(socket: net.Socket) {
+    socket.on('data', (d: Buffer) => {
+      try {
+        this.reader.push(d);
+      } catch (e) {
+        this.closed ??= e as Error;
+      }
+      this.waiter?.();
+    });
+    socket.on('close', () => {
+      this.closed ??= new Error('the destination closed the connection');
+      this.waiter?.();
+    });
+    socket.on('error', (e) => {
+      this.closed ??= new Error(`connection error: ${(e as NodeJS.ErrnoException).code ?? e.message}`);
+      this.waiter?.();
+    });
+  }
+
+  /** The next reply; fails on timeout, on a closed connection, or when cancelled. */
+  async next(what: string, signal: AbortSignal | null, timeoutMs = REPLY_TIMEOUT_MS): Promise<StreamMessage> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = this.queue.shift();
+      if (m) {
+        if (m.type === 'error') throw new TsvirtError('ERR_MIGRATION_PEER', `destination reported: ${m.message}`);
+        return m;
+      }
+      if (this.closed) throw new TsvirtError('ERR_MIGRATION_PEER', `waiting for ${what}: ${this.closed.message}`);
+      if (signal?.aborted) throw new MigrationCancelled();
+      const left = deadline - Date.now();
+      if (left <= 0) throw new TsvirtError('ERR_MIGRATION_TIMEOUT', `no ${what} from the destination within ${timeoutMs / 1000} s`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, 200));
+        this.waiter = () => { clearTimeout(t); this.waiter = undefined; resolve(); };
+      });
+    }
+  }
+}
+
+/** Runs one outgoing migration to `address`. Resolves when completed; throws (after cleaning up) when it fails. */
+export async function runSource(ctx: SourceContext, address: MigrationAddress): Promise<void> {
+  const { vm, status, stats, settings } = ctx;
+  const params = settings.parameters;
+  const wasRunning = vm.isRunning();
+  const meter = new PassMeter(() => performance.now());
+  const limiter = new RateLimiter(params['max-bandwidth'], () => performance.now());
+  const w = new StreamWriter();
+  let socket: net.Socket | undefined;
+  let committed = false;
+  let paused = false;
+  let dirtyLogging = false;
+  let phase = 'connect';
+
+  const checkCancel = () => {
+    if (ctx.cancelled.aborted) throw new MigrationCancelled();
+  };
+
+  try {
+    // Phase: connect.
+    socket = await connect(address);
+    const channel = new ChannelWriter(socket);
+    const replies = new Replies(socket);
+    let sinceYield = 0;
+    const send = async (chunks: Uint8Array[]) => {
+      const n = chunks.reduce((s, c) => s + c.length, 0);
+      for (let wait = limiter.take(n); wait > 0; wait = limiter.take(n)) await new Promise((r) => setTimeout(r, wait));
+      await channel.write(chunks);
+      meter.addBytes(n);
+      stats.transferredBytes += n;
+      sinceYield += n;
+      if (sinceYield >= YIELD_EVERY_BYTES) {
+        sinceYield = 0;
+        await yieldToLoop();
+        checkCancel();
+      }
+    };
+
+    /** Sends the pages of `dirty` (or every populated page) of each region. */
+    const sendPages = async (bitmaps: (Uint32Array | null)[]) => {
+      const batchPages = Math.max(16, Math.min(1024, Math.floor(limiter.chunkLimit / PAGE_SIZE) || 1024));
+      for (let r = 0; r < vm.ram.length; r++) {
+        const bitmap = bitmaps[r];
+        if (bitmap && countDirtyPages(bitmap) === 0) continue;
+        for (const batch of planRamBatches(vm.ram[r].bytes, bitmap, batchPages)) {
+          checkCancel();
+          stats.normalPages += batch.normalPages;
+          stats.zeroPages += batch.zeroPages;
+          await send(w.ramPages(r, vm.ram[r].bytes, batch.runs));
+        }
+      }
+    };
+
+    // Phase: handshake. The destination checks the configuration before any RAM moves.
+    phase = 'handshake';
+    await send([...w.header(vm.cpuVendor()), ...w.config(vm.description())]);
+    const accepted = await replies.next('ACCEPT', ctx.cancelled);
+    if (accepted.type !== 'accept') throw new TsvirtError('ERR_MIGRATION_PEER', `expected ACCEPT, got ${accepted.type}`);
+    stats.setupDoneAt = performance.now();
+    status.transition('active');
+
+    // Phase: first pass, every page that holds data.
+    phase = 'pass 1';
+    vm.startDirtyLog();
+    dirtyLogging = true;
+    let pass = meter.beginPass();
+    stats.passes = pass;
+    ctx.onPass(pass);
+    await sendPages(vm.ram.map((_, r) => vm.populatedPages(r)));
+
+    // Phase: dirty passes until the expected downtime fits the limit (or the timeout decides).
+    for (;;) {
+      checkCancel();
+      const dirty = vm.ram.map((_, r) => vm.takeDirtyPages(r));
+      stats.dirtySyncCount++;
+      const dirtyBytes = dirty.reduce((n, b) => n + countDirtyPages(b), 0) * PAGE_SIZE;
+      const report = meter.endPass(dirtyBytes);
+      stats.remainingBytes = dirtyBytes;
+      stats.bandwidth = report.bandwidth;
+      stats.dirtyPagesRate = report.ms > 0 ? Math.round(dirtyBytes / PAGE_SIZE / (report.ms / 1000)) : 0;
+      const p = settings.parameters;
+      const decision = decideSwitchover({
+        remainingBytes: dirtyBytes,
+        bytesPerSecond: report.bandwidth,
+        downtimeLimitMs: p['downtime-limit'],
+        elapsedMs: performance.now() - stats.startedAt,
+        timeoutS: p['x-migration-timeout'],
+        strategy: p['x-migration-timeout-strategy'],
+      });
+      stats.expectedDowntimeMs = Number.isFinite(decision.expectedDowntimeMs) ? Math.round(decision.expectedDowntimeMs) : 0;
+      limiter.setRate(p['max-bandwidth']);
+      ctx.log(`pass ${report.pass}: ${report.bytes} bytes in ${report.ms.toFixed(0)} ms, ${dirtyBytes} dirty; ${decision.reason}`);
+      if (decision.action === 'cancel') throw new TsvirtError('ERR_MIGRATION_TIMEOUT', `migration did not converge: ${decision.reason}`);
+      if (decision.action === 'switchover') {
+        // Phase: switch-over. From the pause on, the guest is down until the destination runs it.
+        phase = 'switch-over';
+        const downtimeStart = performance.now();
+        vm.setRunState('finish-migrate');
+        await vm.pauseVcpus();
+        paused = true;
+        await vm.drainDevices();
+        const last = vm.ram.map((_, r) => vm.takeDirtyPages(r));
+        for (let r = 0; r < last.length; r++) for (let i = 0; i < last[r].length; i++) last[r][i] |= dirty[r][i];
+        stats.dirtySyncCount++;
+        pass = meter.beginPass();
+        stats.passes = pass;
+        ctx.onPass(pass);
+        await sendPages(last);
+        await send(w.passEnd(stats.dirtySyncCount, true));
+        for (let i = 0; i < vm.vcpuCount; i++) await send(w.vcpu(i, vm.saveVcpu(i)));
+        await send([...w.irqchip(vm.saveIrqchip()), ...w.pit(vm.savePit())]);
+        for (const d of vm.saveDevices()) await send(w.deviceJson(d.id, d.version, d.state));
+        // The clock goes last, read as late as possible: the destination advances it by the time in flight.
+        await send([...w.clock(vm.saveClock()), ...w.end()]);
+        phase = 'awaiting READY';
+        const ready = await replies.next('READY', ctx.cancelled);
+        if (ready.type !== 'ready') throw new TsvirtError('ERR_MIGRATION_PEER', `expected READY, got ${ready.type}`);
+
+        // Phase: commit. After RUN the guest belongs to the destination: never resume it here.
+        phase = 'commit';
+        status.commit();
+        committed = true;
+        await channel.write(w.run());
+        await replies.next('RUNNING', null);
+        stats.downtimeMs = Math.round(performance.now() - downtimeStart);
+        stats.remainingBytes = 0;
+        vm.stopDirtyLog();
+        vm.setRunState('postmigrate');
+        stats.finishedAt = performance.now();
+        status.transition('completed');
+        socket.end();
+        return;
+      }
+      // Another dirty pass.
+      phase = `pass ${report.pass + 1}`;
+      pass = meter.beginPass();
+      stats.passes = pass;
+      ctx.onPass(pass);
+      await send(w.passEnd(stats.dirtySyncCount, false));
+      await sendPages(dirty);
+    }
+  } catch (e) {
+    stats.finishedAt = performance.now();
+    const cancelled = e instanceof MigrationCancelled;
+    const message = cancelled ? 'migration cancelled' : `${phase}: ${(e as Error).message}`;
+    if (dirtyLogging) vm.stopDirtyLog();
+    if (socket && !socket.destroyed) {
+      try {
+        socket.write(Buffer.concat(w.error(message)));
+      } catch {
+        // The connection is already gone; the destination fails on its own.
+      }
+      socket.destroy();
+    }
+    if (committed) {
+      // The destination may be running the guest: stay paused so the guest never runs twice.
+      vm.setRunState('postmigrate');
+      status.fail(`${message}; RUN was sent, so the guest may be running on the destination: the source stays paused`);
+      throw e;
+    }
+    if (paused || wasRunning) {
+      if (wasRunning) vm.resumeVcpus();
+      vm.setRunState(wasRunning ? 'running' : 'paused');
+    }
+    if (cancelled) status.transition('cancelled');
+    else status.fail(message);
+    throw e;
+  }
+}
+
+export { describeAddress };

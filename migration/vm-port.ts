@@ -1,0 +1,54 @@
+// The narrow interface migration drives the machine through: RAM, dirty pages, vCPU/chip/device state, run control.
+
+import type { VmDescription } from './description.js';
+import type { Blobs } from './format.js';
+
+/** One RAM range as migration sees it. */
+export interface RamRegionPort {
+  readonly gpa: number;
+  readonly size: number;
+  /** A view of the whole range's bytes (guest memory itself, not a copy). */
+  readonly bytes: Uint8Array;
+}
+
+/** A device's migration section. */
+export interface DeviceSnapshot {
+  readonly id: string;
+  readonly version: number;
+  readonly state: unknown;
+}
+
+/** What a VM offers migration; implemented by the machine's composition layer. */
+export interface MigratableVm {
+  readonly ram: readonly RamRegionPort[];
+  readonly vcpuCount: number;
+  /** The CONFIG section: what must match on the destination. */
+  description(): VmDescription;
+  cpuVendor(): string;
+  /** True while the guest runs (migration resumes it on failure only if it was running). */
+  isRunning(): boolean;
+  /** Sets the QMP-visible run state (finish-migrate, postmigrate, inmigrate, running, paused). */
+  setRunState(state: 'running' | 'paused' | 'finish-migrate' | 'postmigrate' | 'inmigrate'): void;
+  pauseVcpus(): Promise<void>;
+  resumeVcpus(): void;
+  /** Pages that hold data (never-touched pages are holes and need not be sent), as a bitmap per region. */
+  populatedPages(region: number): Uint32Array;
+  startDirtyLog(): void;
+  stopDirtyLog(): void;
+  /** Pages written since the previous call (KVM's dirty log merged with the devices' own writes). */
+  takeDirtyPages(region: number): Uint32Array;
+  /** Completes in-flight device I/O and flushes disks (before the final pass). */
+  drainDevices(): Promise<void>;
+  saveVcpu(index: number): Blobs;
+  restoreVcpu(index: number, blobs: Blobs): void;
+  saveIrqchip(): Blobs;
+  restoreIrqchip(blobs: Blobs): void;
+  savePit(): Blobs;
+  restorePit(blobs: Blobs): void;
+  saveClock(): Blobs;
+  restoreClock(blobs: Blobs): void;
+  saveDevices(): DeviceSnapshot[];
+  restoreDevice(snapshot: DeviceSnapshot): void;
+  /** After the guest runs on the destination: announce the NIC, etc. */
+  afterIncoming(): void;
+}
