@@ -59,7 +59,12 @@ export class MigrationManager implements MigrationApi {
   }
 
   migrate(request: MigrateRequest): void {
-    if (this.role === 'destination') throw new TsvirtError('ERR_MIGRATION_STATE', 'This VM is the destination of a migration; it cannot migrate out');
+    if (this.role === 'destination') {
+      // A guest that arrived here may move on; one still arriving may not.
+      if (this.status.status !== 'completed') throw new TsvirtError('ERR_MIGRATION_STATE', 'This VM is waiting for an incoming migration; it cannot migrate out');
+      this.role = 'source';
+      this.status = this.newStatus('source');
+    }
     if (this.status.status === 'completed') throw new TsvirtError('ERR_MIGRATION_STATE', 'The guest has already migrated away; it cannot migrate again');
     if (this.status.inProgress) throw new TsvirtError('ERR_MIGRATION_STATE', "There's a migration process in progress");
     if (request.blk || request.inc) throw new TsvirtError('ERR_MIGRATION_BLOCK', 'Block migration is not supported: use shared storage');

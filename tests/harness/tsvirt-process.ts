@@ -109,7 +109,7 @@ export class VmmProcess {
 export interface Heartbeat {
   seq: number;
   t: bigint;
-  /** When the host saw the line, ms since the process started. */
+  /** When the host saw the line (performance.now() of the test process). */
   at: number;
 }
 
@@ -123,7 +123,7 @@ export function collectHeartbeats(vm: VmmProcess): Heartbeat[] {
     partial = lines.pop() ?? '';
     for (const line of lines) {
       const m = line.match(/HB seq=(\d+) t=(\d+)/);
-      if (m) beats.push({ seq: Number(m[1]), t: BigInt(m[2]), at: performance.now() - vm.startedAt });
+      if (m) beats.push({ seq: Number(m[1]), t: BigInt(m[2]), at: performance.now() });
     }
   });
   return beats;

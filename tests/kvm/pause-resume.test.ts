@@ -30,12 +30,12 @@ describe('pause and resume from the host', function () {
       await qmp.run('qmp_capabilities');
 
       await qmp.run('stop');
-      const pausedAt = performance.now() - vm.startedAt;
+      const pausedAt = performance.now();
       expect((await qmp.run('query-status')).status).to.equal('paused');
       const beforePause = beats.length;
       await sleep(1500);
       expect(beats.length, 'no heartbeat while paused').to.be.at.most(beforePause + 1);
-      const resumedAt = performance.now() - vm.startedAt;
+      const resumedAt = performance.now();
       await qmp.run('cont');
       expect((await qmp.run('query-status')).status).to.equal('running');
       await qmp.waitEvent('STOP');
