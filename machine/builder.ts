@@ -18,6 +18,7 @@ import { openCharBackend } from './chardev/open.js';
 import type { CharBackend } from './chardev/backend.js';
 import { bootGuest, readBootImages } from './boot-images.js';
 import { addChipset } from './chipset.js';
+import { addPciDevices, type PciDevices } from './pci-devices.js';
 
 /** KVM's TSS needs three pages somewhere the guest does not use: just below the BIOS, inside the PCI hole. */
 const KVM_TSS_ADDR = 0xfffb_d000;
@@ -30,6 +31,8 @@ export interface BuiltVm {
   readonly serial: Serial8250;
   /** What KVM supports: the CONFIG section's CPU features come from it. */
   readonly supportedCpuid: readonly CpuidEntry[];
+  /** The PCIe root bus and its virtio devices. */
+  readonly pci: PciDevices;
 }
 
 export interface BuildOptions {
@@ -72,6 +75,11 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
 
   const chipset = addChipset({ pio, vm, memSize: config.memSize, resettables, devices, onPowerOff: () => machine?.guestPowerOff(), onReset: () => machine?.guestReset() });
 
+  const pci = addPciDevices({ config, vm, memory: ram.memory, pio, mmio, resettables, devices, log });
+  devices.splice(devices.length - config.devices.length, 0, {
+    id: 'pcie.0', version: 1, saveState: () => pci.root.saveState(), restoreState: (s) => pci.root.restoreState(s as never),
+  });
+
   const supportedCpuid = kvm.getSupportedCpuid();
   const msrCandidates = kvm.getMsrIndexList();
   const msrIndices: number[] = [];
@@ -93,11 +101,12 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
     noShutdown: config.noShutdown,
     exit: (code) => {
       console.close();
+      pci.close();
       opts.exit(code);
     },
     createVcpu,
     msrIndices,
   });
   machine.powerButton = () => chipset.pressPowerButton();
-  return { machine, console, serial, supportedCpuid };
+  return { machine, console, serial, supportedCpuid, pci };
 }

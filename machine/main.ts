@@ -72,7 +72,7 @@ async function run(config: VmConfig, log: Logger): Promise<void> {
   const { startMigrationFor } = await import('./migration-wiring.js');
   const migration = startMigrationFor(config, built, log);
   const { startQmpFor } = await import('./qmp-wiring.js');
-  const qmp = await startQmpFor(config, machine, log, migration);
+  const qmp = await startQmpFor(config, machine, log, migration, built.pci);
   cleanups.push(() => qmp?.closeSync());
   if (process.env.TSVIRT_DAEMON_CHILD && process.send) {
     process.send('ready');

@@ -17,6 +17,7 @@ import { checkBlobs, CLOCK_BLOB_SIZES, IRQCHIP_BLOB_SIZES, PIT_BLOB_SIZES, vcpuB
 import type { DeviceSnapshot, MigratableVm, RamRegionPort } from '../migration/vm-port.js';
 import { MigrationManager } from '../migration/manager.js';
 import { parseMigrationUri } from '../migration/channel.js';
+import { deviceId } from './pci-devices.js';
 
 const PAGE_SHIFT = 12;
 const CHIPS = [['pic_master', IRQCHIP_PIC_MASTER], ['pic_slave', IRQCHIP_PIC_SLAVE], ['ioapic', IRQCHIP_IOAPIC]] as const;
@@ -43,7 +44,7 @@ export class MachineMigrationPort implements MigratableVm {
       vcpus: this.config.cpus,
       cpuFeatures: cpuFeatureSummary(vcpuCpuid(this.built.supportedCpuid, 0, this.config.cpus)),
       devices: this.config.devices.map((d) => ({
-        id: d.id ?? `pci-00:${d.addr.slot.toString(16).padStart(2, '0')}.${d.addr.function}`,
+        id: deviceId(d),
         type: d.driver,
         pciAddress: `00:${d.addr.slot.toString(16).padStart(2, '0')}.${d.addr.function}`,
         attributes: (d.driver === 'virtio-blk-pci' ? { file: d.drive.file, serial: d.serial ?? null, readonly: d.drive.readonly } : { mac: d.mac ?? null }) as Record<string, string | boolean | null>,
@@ -113,7 +114,7 @@ export class MachineMigrationPort implements MigratableVm {
   }
 
   async drainDevices(): Promise<void> {
-    // Devices with in-flight I/O (virtio-blk) complete it here; the chipset devices have none.
+    await this.built.pci.drain();
   }
 
   saveVcpu(index: number): Blobs {
@@ -177,7 +178,9 @@ export class MachineMigrationPort implements MigratableVm {
   }
 
   afterIncoming(): void {
-    // NICs announce themselves here once virtio-net is wired.
+    // Restored configuration spaces carry BAR addresses: map them (and their ioeventfds) before the guest runs.
+    this.built.pci.root.syncAllBars();
+    this.built.pci.announce();
   }
 }
 

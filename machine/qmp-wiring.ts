@@ -4,6 +4,7 @@ import type { SocketChardevSpec, VmConfig } from './config.js';
 import type { Logger } from './log.js';
 import type { Machine } from './machine.js';
 import type { MachineEvent } from './run-state.js';
+import type { PciDevices } from './pci-devices.js';
 import { ConfigError } from './errors.js';
 import { EventHub, startQmp, type CpuSlot, type MigrationApi, type QmpServer, type VcpuInfo, type VmApi, type VmEvent } from '../qmp/index.js';
 
@@ -11,7 +12,7 @@ import { EventHub, startQmp, type CpuSlot, type MigrationApi, type QmpServer, ty
 export class MachineQmpView implements VmApi {
   readonly events = new EventHub();
 
-  constructor(private readonly machine: Machine, private readonly config: VmConfig, readonly migration?: MigrationApi & { events?: EventHub }) {
+  constructor(private readonly machine: Machine, private readonly config: VmConfig, readonly migration?: MigrationApi & { events?: EventHub }, private readonly pci?: PciDevices) {
     machine.on('event', (e: MachineEvent) => this.events.emit(toVmEvent(e)));
   }
 
@@ -71,6 +72,14 @@ export class MachineQmpView implements VmApi {
   kvm() {
     return { present: true, enabled: true };
   }
+
+  blocks() {
+    return this.pci?.blocks.map((b) => ({ id: b.device, file: b.file, readonly: b.readonly, sizeBytes: b.sizeBytes })) ?? [];
+  }
+
+  pciDevices() {
+    return this.pci?.root.describe() ?? [];
+  }
 }
 
 function toVmEvent(e: MachineEvent): VmEvent {
@@ -89,8 +98,8 @@ export interface QmpHandle {
 }
 
 /** Starts the QMP listeners the command line asked for (none: no server). */
-export async function startQmpFor(config: VmConfig, machine: Machine, log: Logger, migration?: MigrationApi & { events?: EventHub }): Promise<QmpHandle | undefined> {
-  const view = new MachineQmpView(machine, config, migration);
+export async function startQmpFor(config: VmConfig, machine: Machine, log: Logger, migration?: MigrationApi & { events?: EventHub }, pci?: PciDevices): Promise<QmpHandle | undefined> {
+  const view = new MachineQmpView(machine, config, migration, pci);
   if (config.qmp.length === 0) return undefined;
   let server: QmpServer;
   try {

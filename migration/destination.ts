@@ -114,9 +114,9 @@ export async function runDestination(ctx: DestinationContext, address: Migration
           return;
         case 'run':
           // The point of no return was the source's RUN: from here the guest runs here.
+          vm.afterIncoming();
           if (!ctx.startPaused) vm.resumeVcpus();
           vm.setRunState(ctx.startPaused ? 'paused' : 'running');
-          vm.afterIncoming();
           socket!.write(Buffer.concat(replies.running()));
           stats.finishedAt = performance.now();
           status.transition('completed');

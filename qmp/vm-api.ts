@@ -106,8 +106,21 @@ export interface VmApi {
   kvm(): KvmInfo;
   /** Lifecycle events (and MIGRATION / MIGRATION_PASS if migration routes them here). */
   readonly events: QmpEventSource;
+  /** Block devices for query-block (QEMU's BlockInfo shape); absent when the machine has none to report. */
+  blocks?(): readonly BlockDeviceInfo[];
+  /** PCI functions on bus 0 for query-pci (QEMU's PciDeviceInfo shape). */
+  pciDevices?(): readonly unknown[];
   /** The migration implementation; when absent the server answers with a stub that stores settings and refuses `migrate`. */
   readonly migration?: MigrationApi;
+}
+
+/** One disk as query-block describes it. */
+export interface BlockDeviceInfo {
+  /** The -device id. */
+  id: string;
+  file: string;
+  readonly: boolean;
+  sizeBytes: number;
 }
 
 /** QOM path QEMU gives the CPU device created N-th; clients (libvirt) match vCPUs by it. */

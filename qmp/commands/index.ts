@@ -7,7 +7,9 @@ import { migrateSetCapabilities } from './migrate-set-capabilities.js';
 import { migrateSetParameters } from './migrate-set-parameters.js';
 import { migrate } from './migrate.js';
 import { qmpCapabilities } from './qmp-capabilities.js';
+import { queryBlock } from './query-block.js';
 import { queryCommands } from './query-commands.js';
+import { queryPci } from './query-pci.js';
 import { queryCpusFast } from './query-cpus-fast.js';
 import { queryCpus } from './query-cpus.js';
 import { queryEvents } from './query-events.js';
@@ -28,6 +30,8 @@ import { systemReset } from './system-reset.js';
 
 export const BUILTIN_COMMANDS: readonly AnyCommandDef[] = Object.freeze([
   qmpCapabilities,
+  queryBlock,
+  queryPci,
   queryVersion,
   queryCommands,
   queryStatus,

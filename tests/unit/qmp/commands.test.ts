@@ -140,6 +140,16 @@ const CASES: Case[] = [
     bad: unexpected,
   },
   {
+    command: 'query-block',
+    check: (r) => expect(r.return).to.deep.equal([]),
+    bad: unexpected,
+  },
+  {
+    command: 'query-pci',
+    check: (r) => expect(r.return).to.deep.equal([{ bus: 0, devices: [] }]),
+    bad: unexpected,
+  },
+  {
     command: 'query-kvm',
     check: (r) => expect(r.return).to.deep.equal({ enabled: true, present: true }),
     bad: unexpected,
