@@ -2,6 +2,8 @@
 
 import { Bus } from '../devices/bus.js';
 import { Serial8250 } from '../devices/serial-8250.js';
+import type { IrqLine } from '../devices/irq.js';
+import type { MsiSink } from '../devices/pci/msix.js';
 import { ConfigError } from './errors.js';
 import type { VmConfig } from './config.js';
 import { Kvm } from './kvm/system.js';
@@ -19,6 +21,7 @@ import type { CharBackend } from './chardev/backend.js';
 import { bootGuest, readBootImages } from './boot-images.js';
 import { addChipset } from './chipset.js';
 import { addPciDevices, type PciDevices } from './pci-devices.js';
+import { qemuPcGsiRoutes } from './host/gsi-routes.js';
 
 /** KVM's TSS needs three pages somewhere the guest does not use: just below the BIOS, inside the PCI hole. */
 const KVM_TSS_ADDR = 0xfffb_d000;
@@ -41,12 +44,20 @@ export interface BuildOptions {
   readonly exit: (code: number) => void;
   /** Opens /dev/kvm; tests can point it elsewhere. */
   readonly kvmPath?: string;
+  /** Observes interrupt lines and MSIs (the -mod-test device test mode records them for the test). */
+  readonly interrupts?: InterruptTap;
+}
+
+/** Wraps interrupt outputs so something can watch them while they still reach KVM. */
+export interface InterruptTap {
+  line(gsi: number, inner: IrqLine): IrqLine;
+  msiSink(inner: MsiSink): MsiSink;
 }
 
 /** Builds the VM described by `config` (vCPUs created but not started). */
 export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
   const { config, log } = opts;
-  const images = readBootImages(config);
+  const images = config.testSocket && !config.kernel ? undefined : readBootImages(config);
   const kvm = Kvm.open(opts.kvmPath);
   const maxVcpus = kvm.maxVcpus();
   if (config.cpus > maxVcpus) throw new ConfigError('smp', `${config.cpus} CPUs requested, KVM allows at most ${maxVcpus}`);
@@ -54,6 +65,8 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
   vm.setTssAddr(KVM_TSS_ADDR);
   vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
   vm.createIrqchip();
+  // The MADT and MP table put ISA IRQ0 on IOAPIC pin 2 (as PCs wire the PIT); KVM's default routes GSI 0 to pin 0.
+  vm.setGsiRouting(qemuPcGsiRoutes());
   vm.createPit2();
   const ram = allocateRam(vm, config.memSize);
 
@@ -64,7 +77,8 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
 
   let machine: Machine | undefined;
   const console = await openCharBackend(config.serial, () => machine?.quit(0));
-  const irq4 = { set: (level: boolean) => vm.irqLine(COM1_IRQ, level) };
+  const tapLine = (gsi: number, inner: IrqLine) => opts.interrupts?.line(gsi, inner) ?? inner;
+  const irq4 = tapLine(COM1_IRQ, { set: (level: boolean) => vm.irqLine(COM1_IRQ, level) });
   const serial = new Serial8250(irq4, (bytes) => console.write(bytes));
   const serialReset = serial.saveState();
   resettables.push({ reset: () => serial.restoreState(serialReset) });
@@ -73,9 +87,9 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
   pio.register(COM1_PORT, 8, serial, 'serial0');
   devices.push({ id: 'serial0', version: 1, saveState: () => serial.saveState(), restoreState: (s) => serial.restoreState(s as never) });
 
-  const chipset = addChipset({ pio, vm, memSize: config.memSize, resettables, devices, onPowerOff: () => machine?.guestPowerOff(), onReset: () => machine?.guestReset() });
+  const chipset = addChipset({ pio, vm, memSize: config.memSize, resettables, devices, tapLine, onPowerOff: () => machine?.guestPowerOff(), onReset: () => machine?.guestReset() });
 
-  const pci = addPciDevices({ config, vm, memory: ram.memory, pio, mmio, resettables, devices, log });
+  const pci = addPciDevices({ config, vm, memory: ram.memory, pio, mmio, resettables, devices, log, wrapMsi: opts.interrupts ? (m) => opts.interrupts!.msiSink(m) : undefined });
   devices.splice(devices.length - config.devices.length, 0, {
     id: 'pcie.0', version: 1, saveState: () => pci.root.saveState(), restoreState: (s) => pci.root.restoreState(s as never),
   });
@@ -94,7 +108,7 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
     name: config.name,
     kvm, vm, ram, pio, mmio, log,
     vcpuCount: config.cpus,
-    boot: (m) => bootGuest(m, config, images),
+    boot: (m) => images && bootGuest(m, config, images),
     resettables,
     devices,
     noReboot: config.noReboot,

@@ -1,6 +1,7 @@
 // The q35 chipset pieces guests rely on, placed on the port bus: i8042, CMOS RTC, ICH9 ACPI PM block, reset control, POST port.
 
 import type { Bus, BusDevice } from '../devices/bus.js';
+import type { IrqLine } from '../devices/irq.js';
 import { AcpiPm } from '../devices/acpi-pm.js';
 import { CmosRtc } from '../devices/cmos-rtc.js';
 import { I8042 } from '../devices/i8042.js';
@@ -23,6 +24,8 @@ export interface ChipsetOptions {
   /** Receives each chipset device's migration section. */
   readonly devices: StatefulDevice[];
   readonly onPowerOff: () => void;
+  /** Lets an observer see an interrupt line (the device test mode). */
+  readonly tapLine?: (gsi: number, inner: IrqLine) => IrqLine;
   readonly onReset: () => void;
 }
 
@@ -33,7 +36,8 @@ export interface Chipset {
 const monotonicNs = () => process.hrtime.bigint();
 
 export function addChipset(o: ChipsetOptions): Chipset {
-  const sci = { set: (level: boolean) => o.vm.irqLine(SCI_IRQ, level) };
+  const rawSci = { set: (level: boolean) => o.vm.irqLine(SCI_IRQ, level) };
+  const sci = o.tapLine?.(SCI_IRQ, rawSci) ?? rawSci;
   const pm = new AcpiPm({ sci, clock: monotonicNs, onPowerOff: o.onPowerOff });
   o.pio.register(PM_BASE, PM_BLOCK_LEN, pm, 'acpi-pm');
 

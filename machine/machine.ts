@@ -187,8 +187,10 @@ export class Machine extends EventEmitter {
       this.parts.boot(this);
       this.emitEvent({ name: 'RESET', data: { guest, reason } });
       if (wasRunning || this.runState === 'running') {
+        const resumed = this.runState !== 'running';
         this.resumeVcpus();
         this.runState = 'running';
+        if (resumed) this.emitEvent({ name: 'RESUME' });
       }
     });
   }
@@ -206,7 +208,9 @@ export class Machine extends EventEmitter {
     void this.serial(async () => {
       this.emitEvent({ name: 'SHUTDOWN', data: { guest: true, reason: 'guest-shutdown' } });
       await this.pauseVcpus();
+      const wasRunning = this.runState === 'running';
       this.runState = 'shutdown';
+      if (wasRunning && this.parts.noShutdown) this.emitEvent({ name: 'STOP' });
       if (!this.parts.noShutdown) this.quit(0);
     });
   }
@@ -251,7 +255,7 @@ export class Machine extends EventEmitter {
     } catch {
       // The vCPU may still be inside KVM_RUN's failure path; the message goes out without RIP.
     }
-    const what = reason === 17 ? `KVM internal error, suberror ${detail}` : reason === 9 ? `KVM entry failure, reason 0x${detail.toString(16)}` : reason === 0 ? `KVM_RUN failed, errno ${detail}` : `unhandled exit reason ${reason}`;
+    const what = reason === -1 ? 'the vCPU thread failed' : reason === 17 ? `KVM internal error, suberror ${detail}` : reason === 9 ? `KVM entry failure, reason 0x${detail.toString(16)}` : reason === 0 ? `KVM_RUN failed, errno ${detail}` : `unhandled exit reason ${reason}`;
     this.log.error(`vCPU ${vcpu}: ${what} at rip ${rip}; the VM is stopped (internal-error)`);
     void this.serial(async () => {
       await this.pauseVcpus();

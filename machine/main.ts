@@ -41,7 +41,6 @@ async function daemonize(argv: string[]): Promise<never> {
 }
 
 async function run(config: VmConfig, log: Logger): Promise<void> {
-  if (config.testSocket) throw new ConfigError('mod-test', 'the device test mode is not available in this build yet');
   const cleanups: (() => void)[] = [];
   const exit = (code: number) => {
     for (const c of cleanups.splice(0).reverse()) {
@@ -57,8 +56,19 @@ async function run(config: VmConfig, log: Logger): Promise<void> {
     fs.writeFileSync(config.pidfile, `${process.pid}\n`);
     cleanups.push(() => fs.rmSync(config.pidfile!, { force: true }));
   }
-  const built = await buildVm({ config, log, exit });
+  const recorder = config.testSocket ? new (await import('./qtest/interrupts.js')).InterruptRecorder() : undefined;
+  const built = await buildVm({ config, log, exit, interrupts: recorder });
   const { machine } = built;
+  if (config.testSocket) {
+    // Device test mode: no vCPUs run; a test drives the devices through the socket as a guest driver would.
+    const { QtestServer } = await import('./qtest/server.js');
+    const server = await QtestServer.listen(config.testSocket, { pio: machine.pio, mmio: machine.mmio, memory: machine.memory, interrupts: recorder }, { onDisconnect: () => exit(0) });
+    cleanups.push(() => void server.close());
+    const { startQmpFor } = await import('./qmp-wiring.js');
+    const qmp = await startQmpFor(config, machine, log, undefined, built.pci);
+    cleanups.push(() => qmp?.closeSync());
+    return;
+  }
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => {
       log.warn(`terminating on signal ${sig}`);

@@ -18,6 +18,7 @@ import type { DeviceSnapshot, MigratableVm, RamRegionPort } from '../migration/v
 import { MigrationManager } from '../migration/manager.js';
 import { parseMigrationUri } from '../migration/channel.js';
 import { deviceId } from './pci-devices.js';
+import { VcpuThrottle } from './throttle.js';
 
 const PAGE_SHIFT = 12;
 const CHIPS = [['pic_master', IRQCHIP_PIC_MASTER], ['pic_slave', IRQCHIP_PIC_SLAVE], ['ioapic', IRQCHIP_IOAPIC]] as const;
@@ -26,10 +27,12 @@ const CHIPS = [['pic_master', IRQCHIP_PIC_MASTER], ['pic_slave', IRQCHIP_PIC_SLA
 export class MachineMigrationPort implements MigratableVm {
   readonly ram: readonly RamRegionPort[];
   private readonly kvmBitmaps: Uint8Array[];
+  private readonly throttle: VcpuThrottle;
 
   constructor(private readonly machine: Machine, private readonly config: VmConfig, private readonly built: BuiltVm) {
     this.ram = machine.ram.backings.map((b) => ({ gpa: b.range.gpa, size: b.range.size, bytes: b.bytes }));
     // KVM_GET_DIRTY_LOG fills one bit per page, in 64-bit words.
+    this.throttle = new VcpuThrottle(machine);
     this.kvmBitmaps = machine.ram.backings.map((b) => new Uint8Array(Math.ceil(b.range.size / 4096 / 64) * 8));
   }
 
@@ -175,6 +178,11 @@ export class MachineMigrationPort implements MigratableVm {
     if (!d) throw new StateError(`device state for '${snapshot.id}', which this VM does not have`);
     if (snapshot.version > d.version) throw new StateError(`device '${snapshot.id}' state version ${snapshot.version} is newer than this build's ${d.version}`);
     d.restoreState(snapshot.state);
+  }
+
+  async setThrottle(percent: number): Promise<void> {
+    if (percent > 0) this.throttle.set(percent);
+    else await this.throttle.stop();
   }
 
   afterIncoming(): void {

@@ -6,11 +6,13 @@ import { PciRootBus, type PciFunction } from '../devices/pci/host-bridge.js';
 import { VirtioBlock } from '../devices/virtio/block.js';
 import { VirtioNet } from '../devices/virtio/net.js';
 import { VirtioPciDevice } from '../devices/virtio/pci-transport.js';
+import type { MsiSink } from '../devices/pci/msix.js';
 import type { DeviceConfig, VmConfig } from './config.js';
 import { ConfigError } from './errors.js';
 import { RawBlockFile } from './host/block-file.js';
 import { MsiRouter, type IoeventfdBinding } from './host/msi-router.js';
 import { Tap } from './host/tap.js';
+import { qemuPcGsiRoutes } from './host/gsi-routes.js';
 import { TapNetBackend } from './host/tap-backend.js';
 import type { VmFd } from './kvm/vm.js';
 import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_DATA_PORT, PCI_MMIO32_END, PCI_MMIO32_START, PCIE_ECAM_SIZE, PCIE_ECAM_START } from './layout.js';
@@ -52,6 +54,8 @@ export interface PciWiringOptions {
   readonly resettables: Resettable[];
   readonly devices: StatefulDevice[];
   readonly log: Logger;
+  /** Lets an observer see MSIs (the device test mode). */
+  readonly wrapMsi?: (inner: MsiSink) => MsiSink;
 }
 
 function macBytes(mac: string): Uint8Array {
@@ -71,7 +75,7 @@ export function deviceId(d: DeviceConfig): string {
 /** Builds the root bus and every -device; errors name the flag. */
 export function addPciDevices(o: PciWiringOptions): PciDevices {
   const { mmio, log } = o;
-  const router = new MsiRouter(o.vm);
+  const router = new MsiRouter(o.vm, { baseRoutes: qemuPcGsiRoutes() });
   const notifyBindings = new Map<PciFunction, IoeventfdBinding[]>();
   const names = new Map<PciFunction, string>();
 
@@ -113,7 +117,7 @@ export function addPciDevices(o: PciWiringOptions): PciDevices {
       try {
         backend = RawBlockFile.open(d.drive.file, { readonly: d.drive.readonly, direct: d.drive.direct });
       } catch (e) {
-        throw new ConfigError('drive', `id=${d.drive.id}: ${(e as Error).message}`);
+        throw new ConfigError('drive', `id=${d.drive.id},file=${d.drive.file}: ${(e as { reason?: string }).reason ?? (e as Error).message}`);
       }
       closers.push(() => backend.close());
       const blk = new VirtioBlock({ memory: o.memory, backend, readonly: d.drive.readonly, serial: d.serial });
@@ -125,7 +129,7 @@ export function addPciDevices(o: PciWiringOptions): PciDevices {
       try {
         tap = Tap.open(d.netdev.ifname ?? 'tap%d');
       } catch (e) {
-        throw new ConfigError('netdev', `tap,id=${d.netdev.id}: ${(e as Error).message}`);
+        throw new ConfigError('netdev', `tap,id=${d.netdev.id}: ${(e as { reason?: string }).reason ?? (e as Error).message}`);
       }
       closers.push(() => tap.close());
       const backend = new TapNetBackend(tap, (m) => log.warn(`${id}: ${m}`));
@@ -135,7 +139,8 @@ export function addPciDevices(o: PciWiringOptions): PciDevices {
       nets.push(net);
       model = net;
     }
-    const sink = router.sink(id);
+    const routed = router.sink(id);
+    const sink = o.wrapMsi?.(routed) ?? routed;
     const transport = new VirtioPciDevice(model, { memory: o.memory, msi: sink, log: (m) => log.warn(`${id}: ${m}`) });
     names.set(transport, id);
     const bindings = transport.queues.map((_, q) => router.ioeventfdNotify(null, 2, undefined, () => transport.notify(q)));

@@ -124,7 +124,7 @@ export class MigrationManager implements MigrationApi {
     };
     if (s === 'active' || s === 'setup') info.expectedDowntime = st.expectedDowntimeMs;
     if (st.downtimeMs !== undefined) info.downtime = st.downtimeMs;
-    if (st.cpuThrottlePercentage) info.cpuThrottlePercentage = st.cpuThrottlePercentage;
+    if (this.settings.capability('auto-converge')) info.cpuThrottlePercentage = st.cpuThrottlePercentage;
     if (s === 'failed' && this.status.errorDesc) info.errorDesc = this.status.errorDesc;
     return info;
   }

@@ -40,6 +40,7 @@ export interface MigrationParameters {
   /** Parallel connections for RAM when the multifd capability is on. */
   'multifd-channels': number;
   'multifd-compression': MultifdCompression;
+  'max-postcopy-bandwidth': number;
   'multifd-zlib-level': number;
   'multifd-zstd-level': number;
   /** Bytes of page cache for XBZRLE; a power of two no smaller than a page. */
@@ -101,6 +102,8 @@ export const PARAMETER_SPECS: { readonly [K in keyof MigrationParameters]: Spec<
   'announce-max': { kind: 'int', default: 550, min: 0, max: 100_000, unit: 'milliseconds' },
   'announce-rounds': { kind: 'int', default: 5, min: 0, max: 1000, unit: 'rounds' },
   'announce-step': { kind: 'int', default: 100, min: 1, max: 10_000, unit: 'milliseconds' },
+  // Stored for clients written for QEMU; tsvirt has no post-copy phase.
+  'max-postcopy-bandwidth': { kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, unit: 'bytes/second' },
   'multifd-channels': { kind: 'int', default: 2, min: 1, max: 255, unit: 'channels' },
   'multifd-compression': { kind: 'enum', default: 'none', values: ['none', 'zlib', 'zstd'] },
   'multifd-zlib-level': { kind: 'int', default: 1, min: 0, max: 9, unit: '' },
@@ -159,6 +162,9 @@ function checkValue(name: string, spec: IntSpec | BoolSpec | EnumSpec<string>, v
 function checkCombination(p: MigrationParameters, caps: ReadonlySet<MigrationCapability>): void {
   if (caps.has('zero-copy-send') && (!caps.has('multifd') || p['multifd-compression'] !== 'none')) {
     throw new MigrationParamError('zero-copy-send', 'Zero copy only available for non-compressed non-TLS multifd migration');
+  }
+  if (p['max-cpu-throttle'] < p['cpu-throttle-initial']) {
+    throw new MigrationParamError('max-cpu-throttle', "Parameter 'max-cpu-throttle' expects an integer in the range of cpu-throttle-initial to 99");
   }
   if (caps.has('xbzrle') && caps.has('multifd')) {
     // Multifd channels carry whole pages; an XBZRLE delta needs the single ordered stream's page cache.

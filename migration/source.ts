@@ -4,7 +4,7 @@ import type * as net from 'node:net';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { TsvirtError } from '../machine/errors.js';
 import { ChannelWriter, connect, describeAddress, type MigrationAddress } from './channel.js';
-import { decideSwitchover, PassMeter, RateLimiter } from './convergence.js';
+import { AutoConverge, decideSwitchover, PassMeter, RateLimiter } from './convergence.js';
 import type { StreamMessage } from './format.js';
 import type { MigrationSettings } from './params.js';
 import { countDirtyPages, planRamBatches } from './ram.js';
@@ -18,6 +18,17 @@ const PAGE_SIZE = 4096;
 const REPLY_TIMEOUT_MS = 30000;
 /** Let QMP and other I/O run at least this often while pages stream out. */
 const YIELD_EVERY_BYTES = 32 * 1024 * 1024;
+/**
+ * Auto-converge judges the dirty rate over periods of this length, sampled from the dirty log in the middle of a
+ * pass (QEMU only looks at pass ends, at least a second apart, so a long pass delays every throttle step).
+ */
+const THROTTLE_PERIOD_MS = 250;
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+}
 
 /** The user cancelled (migrate_cancel). */
 export class MigrationCancelled extends TsvirtError {
@@ -98,6 +109,37 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
   let paused = false;
   let dirtyLogging = false;
   let phase = 'connect';
+  const autoConverge = settings.capability('auto-converge') ? new AutoConverge(params) : undefined;
+  let period = { start: performance.now(), sent: 0 };
+  /** Pages found dirty so far in this pass (the dirty log is read mid-pass for auto-converge and merged here). */
+  let pending = vm.ram.map((r) => new Uint32Array(Math.ceil(r.size / PAGE_SIZE / 32)));
+  /** Reads the dirty log into `pending`; returns how many pages were newly dirtied. */
+  const collectDirty = (): number => {
+    let fresh = 0;
+    for (let r = 0; r < vm.ram.length; r++) {
+      const got = vm.takeDirtyPages(r);
+      const acc = pending[r];
+      for (let i = 0; i < got.length; i++) {
+        const add = got[i] & ~acc[i];
+        if (add) {
+          fresh += popcount(add);
+          acc[i] |= add;
+        }
+      }
+    }
+    return fresh;
+  };
+  /** Feeds auto-converge once a period has passed: the guest's new dirty pages against what went out meanwhile. */
+  const maybeThrottle = async (): Promise<void> => {
+    if (!autoConverge || performance.now() - period.start < THROTTLE_PERIOD_MS) return;
+    const dirtied = collectDirty() * PAGE_SIZE;
+    const pct = autoConverge.onPeriod(dirtied, period.sent);
+    period = { start: performance.now(), sent: 0 };
+    if (pct !== stats.cpuThrottlePercentage) {
+      stats.cpuThrottlePercentage = pct;
+      await vm.setThrottle(pct);
+    }
+  };
 
   const checkCancel = () => {
     if (ctx.cancelled.aborted) throw new MigrationCancelled();
@@ -115,6 +157,8 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       await channel.write(chunks);
       meter.addBytes(n);
       stats.transferredBytes += n;
+      period.sent += n;
+      await maybeThrottle();
       sinceYield += n;
       if (sinceYield >= YIELD_EVERY_BYTES) {
         sinceYield = 0;
@@ -158,7 +202,9 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
     // Phase: dirty passes until the expected downtime fits the limit (or the timeout decides).
     for (;;) {
       checkCancel();
-      const dirty = vm.ram.map((_, r) => vm.takeDirtyPages(r));
+      collectDirty();
+      const dirty = pending;
+      pending = vm.ram.map((r) => new Uint32Array(Math.ceil(r.size / PAGE_SIZE / 32)));
       stats.dirtySyncCount++;
       const dirtyBytes = dirty.reduce((n, b) => n + countDirtyPages(b), 0) * PAGE_SIZE;
       const report = meter.endPass(dirtyBytes);
@@ -176,17 +222,20 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       });
       stats.expectedDowntimeMs = Number.isFinite(decision.expectedDowntimeMs) ? Math.round(decision.expectedDowntimeMs) : 0;
       limiter.setRate(p['max-bandwidth']);
+
       ctx.log(`pass ${report.pass}: ${report.bytes} bytes in ${report.ms.toFixed(0)} ms, ${dirtyBytes} dirty; ${decision.reason}`);
       if (decision.action === 'cancel') throw new TsvirtError('ERR_MIGRATION_TIMEOUT', `migration did not converge: ${decision.reason}`);
       if (decision.action === 'switchover') {
         // Phase: switch-over. From the pause on, the guest is down until the destination runs it.
         phase = 'switch-over';
+        await vm.setThrottle(0);
         const downtimeStart = performance.now();
         vm.setRunState('finish-migrate');
         await vm.pauseVcpus();
         paused = true;
         await vm.drainDevices();
-        const last = vm.ram.map((_, r) => vm.takeDirtyPages(r));
+        collectDirty();
+        const last = pending;
         for (let r = 0; r < last.length; r++) for (let i = 0; i < last[r].length; i++) last[r][i] |= dirty[r][i];
         stats.dirtySyncCount++;
         pass = meter.beginPass();
@@ -211,6 +260,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         await replies.next('RUNNING', null);
         stats.downtimeMs = Math.round(performance.now() - downtimeStart);
         stats.remainingBytes = 0;
+        stats.cpuThrottlePercentage = 0;
         vm.stopDirtyLog();
         vm.setRunState('postmigrate');
         stats.finishedAt = performance.now();
@@ -230,6 +280,8 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
     stats.finishedAt = performance.now();
     const cancelled = e instanceof MigrationCancelled;
     const message = cancelled ? 'migration cancelled' : `${phase}: ${(e as Error).message}`;
+    await vm.setThrottle(0);
+    stats.cpuThrottlePercentage = 0;
     if (dirtyLogging) vm.stopDirtyLog();
     if (socket && !socket.destroyed) {
       try {

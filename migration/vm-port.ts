@@ -49,6 +49,8 @@ export interface MigratableVm {
   restoreClock(blobs: Blobs): void;
   saveDevices(): DeviceSnapshot[];
   restoreDevice(snapshot: DeviceSnapshot): void;
+  /** Takes `percent` of vCPU time from the guest (auto-converge); 0 ends throttling. Resolves once applied. */
+  setThrottle(percent: number): Promise<void>;
   /** After the guest runs on the destination: announce the NIC, etc. */
   afterIncoming(): void;
 }

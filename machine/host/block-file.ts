@@ -6,12 +6,17 @@ import { TsvirtError } from '../errors.js';
 import { addressOf, ioctlPtr } from '../kvm/libc.js';
 import { IOV_MAX, directIoAlignment } from './libc-extra.js';
 
-/** The disk image cannot be opened or used; the message names it as the command line did. */
+/**
+ * The disk image cannot be opened or used; the message names it as the command line did. `reason`
+ * is the message without that prefix, for callers that name the option themselves.
+ */
 export class BlockFileError extends TsvirtError {
   readonly path: string;
-  constructor(path: string, what: string) {
-    super('ERR_BLOCK_FILE', `-drive file=${path}: ${what}`);
+  readonly reason: string;
+  constructor(path: string, reason: string) {
+    super('ERR_BLOCK_FILE', `-drive file=${path}: ${reason}`);
     this.path = path;
+    this.reason = reason;
   }
 }
 
@@ -27,10 +32,13 @@ const BLKGETSIZE64 = 0x80081272;
 /** What O_DIRECT needs when the kernel does not say (statx STATX_DIOALIGN): the classic 512-byte sector. */
 const DEFAULT_DIRECT_ALIGN = 512;
 
-type Io = (fd: number, buffers: Uint8Array[], position: number, cb: (err: NodeJS.ErrnoException | null, n: number) => void) => void;
-
-function vectored(io: Io, fd: number, buffers: Uint8Array[], position: number): Promise<number> {
-  return new Promise((resolve, reject) => io(fd, buffers, position, (err, n) => (err ? reject(err) : resolve(n))));
+/** One preadv/pwritev on the libuv threadpool. */
+function vectored(kind: 'read' | 'write', fd: number, buffers: Uint8Array[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const done = (err: NodeJS.ErrnoException | null, n: number) => (err ? reject(err) : resolve(n));
+    if (kind === 'read') fs.readv(fd, buffers, position, done);
+    else fs.writev(fd, buffers, position, done);
+  });
 }
 
 /**
@@ -104,13 +112,13 @@ export class RawBlockFile implements BlockBackend {
   }
 
   async read(offset: number, into: Uint8Array[]): Promise<void> {
-    this.check(offset, into);
+    this.check(offset);
     if (this.needsBounce(offset, into)) return this.bounceRead(offset, into);
     await this.transfer('read', offset, into);
   }
 
   async write(offset: number, from: Uint8Array[]): Promise<void> {
-    this.check(offset, from);
+    this.check(offset);
     if (this.readonly) throw new BlockFileError(this.path, 'the image is read-only');
     if (this.needsBounce(offset, from)) return this.bounceWrite(offset, from);
     await this.transfer('write', offset, from);
@@ -130,10 +138,9 @@ export class RawBlockFile implements BlockBackend {
     fs.closeSync(this.fd);
   }
 
-  private check(offset: number, views: Uint8Array[]): void {
+  private check(offset: number): void {
     if (this.closed) throw new BlockFileError(this.path, 'the image is closed');
     if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`bad disk offset ${offset}`);
-    void views;
   }
 
   private needsBounce(offset: number, views: Uint8Array[]): boolean {
@@ -153,7 +160,7 @@ export class RawBlockFile implements BlockBackend {
     let pos = offset;
     while (list.length > 0) {
       const batch = list.slice(0, IOV_MAX);
-      const n = await vectored((kind === 'read' ? fs.readv : fs.writev) as unknown as Io, this.fd, batch, pos);
+      const n = await vectored(kind, this.fd, batch, pos);
       if (n === 0) {
         if (kind === 'write') throw new BlockFileError(this.path, `write at ${pos} made no progress`);
         for (const v of list) v.fill(0);

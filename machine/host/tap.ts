@@ -21,19 +21,20 @@ export const TAP_VNET_HDR_SIZE = 12;
 /** A read buffer this big holds any frame a tap without offloads delivers (64 KiB + header). */
 export const TAP_MAX_READ = 65536 + TAP_VNET_HDR_SIZE;
 
-/** The tap could not be opened or used; the message names it as the command line did. */
+/**
+ * The tap could not be opened or used; the message names it as the command line did. `reason` is
+ * the message without that prefix, for callers that name the option themselves.
+ */
 export class TapError extends TsvirtError {
   readonly ifname: string;
+  readonly reason: string;
   readonly errno: number;
-  constructor(ifname: string, what: string, errno = 0) {
-    super('ERR_TAP', `-netdev tap,ifname=${ifname}: ${what}`);
+  constructor(ifname: string, reason: string, errno = 0) {
+    super('ERR_TAP', `-netdev tap,ifname=${ifname}: ${reason}`);
     this.ifname = ifname;
+    this.reason = reason;
     this.errno = errno;
   }
-}
-
-function reason(e: number): string {
-  return strerror(e);
 }
 
 /**
@@ -65,17 +66,17 @@ export class Tap {
       fd = openPath('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC);
     } catch (e) {
       const errno = e instanceof HostError ? e.errno : 0;
-      throw new TapError(ifname, `cannot open /dev/net/tun: ${errno ? reason(errno) : (e as Error).message}`, errno);
+      throw new TapError(ifname, `cannot open /dev/net/tun: ${errno ? strerror(errno) : (e as Error).message}`, errno);
     }
     try {
       const ifr = new Uint8Array(IFREQ_SIZE);
       ifr.set(nameBytes);
       new DataView(ifr.buffer).setUint16(IFR_FLAGS, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, true);
       let r = ioctlPtr(fd, TUNSETIFF, ifr);
-      if (r < 0) throw new TapError(ifname, `cannot open tap: ${reason(-r)}`, -r);
+      if (r < 0) throw new TapError(ifname, `cannot open tap: ${strerror(-r)}`, -r);
       const size = new Int32Array([TAP_VNET_HDR_SIZE]);
       r = ioctlPtr(fd, TUNSETVNETHDRSZ, new Uint8Array(size.buffer));
-      if (r < 0) throw new TapError(ifname, `cannot set the vnet header size: ${reason(-r)}`, -r);
+      if (r < 0) throw new TapError(ifname, `cannot set the vnet header size: ${strerror(-r)}`, -r);
       const end = ifr.indexOf(0);
       const actual = new TextDecoder().decode(ifr.subarray(0, end < 0 ? IFNAMSIZ : end));
       return new Tap(fd, actual);
@@ -150,7 +151,7 @@ export class Tap {
   }
 
   private error(call: string, errno: number): TapError {
-    return new TapError(this.ifname, `${call} failed: ${errnoName(errno)} (${reason(errno)})`, errno);
+    return new TapError(this.ifname, `${call} failed: ${errnoName(errno)} (${strerror(errno)})`, errno);
   }
 
   private updatePoll(): void {

@@ -80,11 +80,18 @@ export class VcpuHandle {
 
   /** Lets a parked vCPU run again. */
   resume(): void {
-    if (this.stopped) return;
+    // A pause in flight wins: resuming under it would leave its caller waiting for a PAUSED that never comes.
+    if (this.stopped || this.pauseWaiters.length > 0) return;
     this.runBytes[1] = 0; // clear immediate_exit set by the kick
     this.paused = false;
     Atomics.store(this.ctl, SLOT.REQUEST, REQUEST.RUN);
-    Atomics.notify(this.ctl, SLOT.REQUEST);
+    this.wake();
+  }
+
+  /** Wakes a parked worker: it leaves the park, reads REQUEST again and, if that is PAUSE again, re-posts PAUSED. */
+  private wake(): void {
+    Atomics.add(this.ctl, SLOT.WAKE_GEN, 1);
+    Atomics.notify(this.ctl, SLOT.WAKE_GEN);
   }
 
   /** Ends the worker thread. */
@@ -92,7 +99,7 @@ export class VcpuHandle {
     if (this.stopped) return Promise.resolve();
     const done = new Promise<void>((resolve) => this.stopWaiters.push(resolve));
     Atomics.store(this.ctl, SLOT.REQUEST, REQUEST.STOP);
-    Atomics.notify(this.ctl, SLOT.REQUEST);
+    this.wake();
     this.kick();
     return done;
   }

@@ -21,6 +21,8 @@ export const SLOT = {
   /** Extra argument: thread id for READY, error codes for failures. */
   ARG: 8,
   ARG2: 9,
+  /** main -> worker: incremented by every resume() and stop(), so a parked worker sees each one even if a new PAUSE follows at once. */
+  WAKE_GEN: 10,
 } as const;
 
 /** Byte offset of the data area (I/O and MMIO payloads) in the mailbox. */

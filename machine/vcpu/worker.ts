@@ -40,6 +40,8 @@ post(MSG.READY);
 let pendingCompletion = false;
 
 for (;;) {
+  // Read before REQUEST: a resume() (REQUEST = RUN, then WAKE_GEN + 1) after this point always changes WAKE_GEN.
+  const gen = Atomics.load(ctl, SLOT.WAKE_GEN);
   const request = Atomics.load(ctl, SLOT.REQUEST);
   if (request === REQUEST.STOP) break;
   if (request === REQUEST.PAUSE) {
@@ -49,7 +51,9 @@ for (;;) {
       pendingCompletion = false;
     }
     post(MSG.PAUSED);
-    while (Atomics.load(ctl, SLOT.REQUEST) === REQUEST.PAUSE) Atomics.wait(ctl, SLOT.REQUEST, REQUEST.PAUSE);
+    // Park until the main thread resumes (or stops) this vCPU. Waiting for REQUEST to leave PAUSE would lose a resume
+    // followed at once by a new pause: that pause would never be answered with PAUSED.
+    while (Atomics.load(ctl, SLOT.WAKE_GEN) === gen) Atomics.wait(ctl, SLOT.WAKE_GEN, gen);
     continue;
   }
   const r = ioctlVal(vcpuFd, KVM_RUN, 0);

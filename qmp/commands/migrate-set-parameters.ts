@@ -21,9 +21,15 @@ export const migrateSetParameters = defineCommand<Record<string, unknown>>({
     'max-cpu-throttle': boundedInt(1, 99, 'an integer in the range of cpu-throttle-initial to 99'),
     'throttle-trigger-threshold': boundedInt(1, 100),
     // tsvirt's own, named after Cloud Hypervisor's --migration-timeout: seconds before the strategy applies.
-    'x-migration-timeout': uint64(86400 * 365, 0, 'an integer in the range of 0 to 31536000 seconds'),
+    'x-migration-timeout': uint64(604800, 0, 'an integer in the range of 0 to 604800 seconds'),
     'x-migration-timeout-strategy': { type: 'string', enum: ['cancel', 'force-switchover'] },
     'multifd-compression': { type: 'string', enum: ['none', 'zlib', 'zstd'] },
+    'multifd-zlib-level': boundedInt(0, 9),
+    'multifd-zstd-level': boundedInt(0, 20),
+    'announce-initial': uint64(100000),
+    'announce-max': uint64(100000),
+    'announce-rounds': uint64(1000),
+    'announce-step': boundedInt(1, 10000),
   }),
   example: {
     request: { execute: 'migrate-set-parameters', arguments: { 'downtime-limit': 500, 'max-bandwidth': 1073741824 } },

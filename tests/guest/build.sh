@@ -25,10 +25,12 @@ CFLAGS="-ffreestanding -nostdlib -fno-pic -mno-red-zone -mno-sse -mno-mmx -mgene
 -fno-builtin -mcmodel=small -march=x86-64 -std=gnu11 -Wall -Wextra -Werror"
 
 gcc $CFLAGS -c "$src/head.S" -o "$tmp/head.o"
-for f in main hw lib; do
+gcc $CFLAGS -c "$src/irq.S" -o "$tmp/irq.o"
+for f in main hw lib pci virtio blk net; do
 	gcc $CFLAGS -c "$src/$f.c" -o "$tmp/$f.o"
 done
 ld -nostdlib -static -z max-page-size=0x1000 -z noexecstack --no-warn-rwx-segments \
 	-T "$src/linker.ld" -o "$tmp/guest.elf" \
-	"$tmp/head.o" "$tmp/main.o" "$tmp/hw.o" "$tmp/lib.o"
+	"$tmp/head.o" "$tmp/main.o" "$tmp/hw.o" "$tmp/lib.o" "$tmp/pci.o" "$tmp/virtio.o" "$tmp/blk.o" \
+	"$tmp/net.o" "$tmp/irq.o"
 mv -f "$tmp/guest.elf" "$out"

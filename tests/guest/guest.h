@@ -83,6 +83,7 @@ void out_strn(const char *s, size_t n);
 void out_dec(u64 v);
 void out_sdec(s64 v);
 void out_hex(u64 v);
+void out_hexn(u64 v, int digits);	/* lowercase, zero-padded, no 0x */
 void out_end(void);
 void say(const char *s);
 
@@ -91,6 +92,7 @@ void uart_init(void);
 void uart_write(const char *s, size_t n);
 int uart_getc(void);
 void idt_init(void);
+void idt_set_gate(int v, void (*fn)(void));
 void pic_disable(void);
 void map_high_memory(void);
 int ensure_mapped(u64 pa, u64 len);
@@ -104,6 +106,8 @@ void sleep_until(u64 deadline_ns);
 void smp_init(u64 rsdp_pa);
 u32 cpus_found(void);
 u32 cpus_started(void);
+const u8 *acpi_table(const char *sig);	/* after smp_init; NULL if absent */
+u32 lapic_id(void);
 void poweroff(void);
 void reset(void);
 void halt_forever(void) __attribute__((noreturn));

@@ -67,6 +67,8 @@ static void set_gate(int v, void (*fn)(void))
 	idt[v].zero = 0;
 }
 
+void idt_set_gate(int v, void (*fn)(void)) { set_gate(v, fn); }
+
 void idt_init(void)
 {
 	for (int v = 0; v < 32; v++)
@@ -254,6 +256,8 @@ static u64 lapic_ticks_per_ms;
 static u32 lapic_read(u32 reg) { return mmio_read32(LAPIC_BASE + reg); }
 static void lapic_write(u32 reg, u32 v) { mmio_write32(LAPIC_BASE + reg, v); }
 
+u32 lapic_id(void) { return lapic_read(LAPIC_ID) >> 24; }
+
 static u64 calib_t0;
 
 /* Starts the timer calibration; lapic_calibrate() ends it, so the AP start-up wait overlaps it. */
@@ -327,7 +331,8 @@ static u64 find_rsdp(void)
 	return 0;
 }
 
-static const u8 *find_madt(u64 rsdp)
+/* The first table with signature sig in the XSDT (or RSDT), mapped in full; NULL if absent. */
+static const u8 *find_table(u64 rsdp, const char *sig)
 {
 	const u8 *r = (const u8 *)rsdp;
 	if (!ensure_mapped(rsdp, 36) || memcmp(r, "RSD PTR ", 8))
@@ -351,11 +356,17 @@ static const u8 *find_madt(u64 rsdp)
 		u64 a = esz == 8 ? *(const u64 *)(t + off) : *(const u32 *)(t + off);
 		if (a == 0 || !ensure_mapped(a, 36))
 			continue;
-		if (!memcmp((const void *)a, "APIC", 4) && ensure_mapped(a, *(const u32 *)(a + 4)))
+		if (!memcmp((const void *)a, sig, 4) && ensure_mapped(a, *(const u32 *)(a + 4)))
 			return (const u8 *)a;
 	}
 	return NULL;
 }
+
+static const u8 *find_madt(u64 rsdp) { return find_table(rsdp, "APIC"); }
+
+static u64 acpi_rsdp; /* as smp_init found it (start_info or the BIOS-area scan) */
+
+const u8 *acpi_table(const char *sig) { return acpi_rsdp ? find_table(acpi_rsdp, sig) : NULL; }
 
 static void add_cpu(u32 apic_id)
 {
@@ -419,6 +430,7 @@ void smp_init(u64 rsdp)
 {
 	if (rsdp == 0)
 		rsdp = find_rsdp();
+	acpi_rsdp = rsdp;
 	const u8 *madt = rsdp ? find_madt(rsdp) : NULL;
 	if (!(madt && scan_madt(madt)) && !scan_mptable())
 		n_found = 0;

@@ -104,3 +104,16 @@ void say(const char *s)
 	out_str(s);
 	out_end();
 }
+
+/* Fixed width, lowercase, no 0x: PCI ids and class codes, MAC bytes. */
+void out_hexn(u64 v, int digits)
+{
+	char b[16];
+	if (digits > 16)
+		digits = 16;
+	for (int i = digits - 1; i >= 0; i--) {
+		b[i] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	}
+	out_strn(b, (size_t)digits);
+}

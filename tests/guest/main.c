@@ -1,5 +1,5 @@
 /* main.c: boot report, heartbeat loop, serial/cmdline commands, memory dirtier and its self-check. */
-#include "guest.h"
+#include "dev.h"
 
 #define START_INFO_MAGIC 0x336ec578
 #define POLL_NS (10 * NS_PER_MS)	/* serial input is polled at least this often */
@@ -7,6 +7,7 @@
 #define MAX_RATE 1000000UL		/* MiB/s; keeps the credit arithmetic in 64 bits */
 #define MAX_MIB (64UL * 1024)		/* the identity map ends at 64 GiB */
 #define CREDIT_CAP_NS (20 * NS_PER_MS)	/* no catch-up burst after a pause or a check */
+#define FAST_POLL_NS (1 * NS_PER_MS)	/* sleep cap while a network device has no MSI-X */
 
 static char cmdline[CMDLINE_MAX];
 static size_t cmdline_len;
@@ -309,9 +310,9 @@ static void bad_args(const char *s, size_t n)
 
 static void handle_line(const char *s, size_t n)
 {
-	const char *w[4];
-	size_t wl[4];
-	int k = split(s, n, w, wl, 4);
+	const char *w[6];
+	size_t wl[6];
+	int k = split(s, n, w, wl, 6);
 	if (k == 0)
 		return;
 	if (word_eq(w[0], wl[0], "echo")) {
@@ -363,6 +364,8 @@ static void handle_line(const char *s, size_t n)
 		print_cpus();
 	} else if (word_eq(w[0], wl[0], "mem")) {
 		print_mem();
+	} else if (devices_command(w, wl, k, s, n)) {
+		/* PCI/virtio commands (blk*, netstat, announce, virtio) */
 	} else {
 		out_str("ERROR unknown command: ");
 		out_strn(s, n);
@@ -431,6 +434,41 @@ static void heartbeat(u64 seq, u64 now)
 	out_end();
 }
 
+static int hb_started;
+static u64 hb_seq, hb_next;
+
+static void beat_if_due(void)
+{
+	if (!hb_started)
+		return;
+	u64 now = clock_ns();
+	if (now >= hb_next) {
+		heartbeat(hb_seq++, now);
+		hb_next += hb_period;
+		if (hb_next <= now) /* after a long stall (VM paused): no burst of late beats */
+			hb_next = now + hb_period;
+		devices_tick();
+	}
+}
+
+/* The next time the main loop would wake: a beat, the serial poll, or the network poll without MSI-X. */
+u64 next_deadline(u64 now)
+{
+	u64 deadline = now + POLL_NS;
+	if (hb_started && hb_next < deadline)
+		deadline = hb_next;
+	if (devices_fast_poll() && deadline > now + FAST_POLL_NS)
+		deadline = now + FAST_POLL_NS;
+	return deadline;
+}
+
+/* Work that goes on while a command waits for a device: heartbeats and the network. */
+int background(void)
+{
+	beat_if_due();
+	return devices_poll();
+}
+
 void guest_main(u32 start_info_pa)
 {
 	uart_init();
@@ -450,27 +488,25 @@ void guest_main(u32 start_info_pa)
 	smp_init(rsdp);
 	lapic_calibrate();
 	print_cpus();
+	pci_init();
+	virtio_init(cmdline, cmdline_len);
 
 	u64 mib = 0, rate = 0;
 	parse_cmdline(&mib, &rate);
 	say("READY");
-	u64 seq = 0;
-	u64 hb_next = clock_ns() + hb_period;
+	hb_next = clock_ns() + hb_period;
+	hb_started = 1;
 	map_high_memory();
 	if (mib)
 		dirty_start(mib, rate);
+	devices_after_ready();
 
 	for (;;) {
-		u64 now = clock_ns();
-		if (now >= hb_next) {
-			heartbeat(seq++, now);
-			hb_next += hb_period;
-			if (hb_next <= now) /* after a long stall (VM paused): no burst of late beats */
-				hb_next = now + hb_period;
-		}
+		beat_if_due();
 		poll_serial();
-		now = clock_ns();
-		u64 deadline = now + POLL_NS < hb_next ? now + POLL_NS : hb_next;
+		int more = devices_poll();
+		u64 now = clock_ns();
+		u64 deadline = more ? now : next_deadline(now);
 		if (job_active()) {
 			run_job(deadline);
 		} else if (d_state == D_RUN && ws_rate == 0) {

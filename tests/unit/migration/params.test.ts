@@ -19,6 +19,7 @@ describe('migration parameters', () => {
     expect(new MigrationSettings().queryParameters()).to.deep.equal({
       'downtime-limit': 300,
       'max-bandwidth': 0,
+      'max-postcopy-bandwidth': 0,
       'x-migration-timeout': 0,
       'x-migration-timeout-strategy': 'cancel',
       'announce-initial': 50,
@@ -45,13 +46,21 @@ describe('migration parameters', () => {
   });
 
   it('accepts both ends of every integer range', () => {
-    const s = new MigrationSettings();
     for (const [name, spec] of Object.entries(PARAMETER_SPECS)) {
       if (spec.kind !== 'int') continue;
       if (spec.powerOfTwo) continue;
+      // Fresh settings each time: some ranges depend on another member (max-cpu-throttle >= cpu-throttle-initial).
+      const s = new MigrationSettings();
+      if (name === 'max-cpu-throttle') s.set({ 'cpu-throttle-initial': 1 });
       s.set({ [name]: spec.min });
       s.set({ [name]: spec.max });
     }
+  });
+
+  it('refuses a max-cpu-throttle below cpu-throttle-initial, as QEMU does', () => {
+    const s = new MigrationSettings();
+    expect(() => s.set({ 'max-cpu-throttle': 10, 'cpu-throttle-initial': 20 })).to.throw(/max-cpu-throttle' expects an integer in the range of cpu-throttle-initial to 99/);
+    expect(s.parameters['max-cpu-throttle']).to.equal(99);
   });
 
   const outOfRange: [string, unknown, string][] = [
