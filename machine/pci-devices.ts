@@ -105,6 +105,7 @@ export function addPciDevices(o: PciWiringOptions): PciDevices {
 
   const blocks: BlockInfo[] = [];
   const blockModels: VirtioBlock[] = [];
+  const blockBackends: RawBlockFile[] = [];
   const nets: VirtioNet[] = [];
   const closers: (() => void)[] = [];
   let nextBar = PCI_MMIO32_START;
@@ -120,6 +121,7 @@ export function addPciDevices(o: PciWiringOptions): PciDevices {
         throw new ConfigError('drive', `id=${d.drive.id},file=${d.drive.file}: ${(e as { reason?: string }).reason ?? (e as Error).message}`);
       }
       closers.push(() => backend.close());
+      blockBackends.push(backend);
       const blk = new VirtioBlock({ memory: o.memory, backend, readonly: d.drive.readonly, serial: d.serial });
       blockModels.push(blk);
       blocks.push({ device: id, file: d.drive.file, readonly: d.drive.readonly, sizeBytes: backend.size });
@@ -161,6 +163,7 @@ export function addPciDevices(o: PciWiringOptions): PciDevices {
     blocks,
     drain: async () => {
       await Promise.all(blockModels.map((b) => b.drain()));
+      await Promise.all(blockBackends.map((b) => b.flush()));
     },
     announce: () => nets.forEach((n) => n.announce()),
     close: () => {

@@ -126,6 +126,8 @@ export class RateLimiter {
 
   /** Changes the rate (max-bandwidth may change mid-migration); the bucket starts full at the new depth. */
   setRate(bytesPerSecond: number): void {
+    // Called after every pass: an unchanged rate keeps the bucket (and any overdraft), else each pass boundary bursts.
+    if (Math.max(0, bytesPerSecond) === this.rate) return;
     this.rate = Math.max(0, bytesPerSecond);
     this.tokens = this.capacity;
     this.last = this.now();

@@ -233,6 +233,8 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         vm.setRunState('finish-migrate');
         await vm.pauseVcpus();
         paused = true;
+        // max-bandwidth paces pre-copy only; with the guest stopped, the last pages and state go at full speed (as QEMU).
+        limiter.setRate(0);
         await vm.drainDevices();
         collectDirty();
         const last = pending;

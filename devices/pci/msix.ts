@@ -2,7 +2,7 @@
 
 import type { BusDevice } from '../bus.js';
 import { TsvirtError } from '../../machine/errors.js';
-import { PCI_CAP_ID_MSIX, type PciConfigSpace } from './config-space.js';
+import { PCI_CAP_ID_MSIX, PCI_COMMAND_MASTER, type PciConfigSpace } from './config-space.js';
 
 // Capability layout (PCI Local Bus 3.0 §6.8.2), offsets from the capability start.
 const PCI_MSIX_FLAGS = 0x02;
@@ -123,6 +123,11 @@ export class MsixTable implements BusDevice {
     return (this.control & PCI_MSIX_FLAGS_MASKALL) !== 0;
   }
 
+  /** An MSI-X message is a memory write: without Bus Master Enable it stays pending. */
+  private get busMaster(): boolean {
+    return this.config ? (this.config.command & PCI_COMMAND_MASTER) !== 0 : true;
+  }
+
   isMasked(vector: number): boolean {
     return (this.tableView.getUint32(vector * MSIX_ENTRY_SIZE + MSIX_ENTRY_VECTOR_CTRL, true) & MSIX_ENTRY_CTRL_MASKBIT) !== 0;
   }
@@ -150,7 +155,7 @@ export class MsixTable implements BusDevice {
   signal(vector: number): boolean {
     if (!this.enabled) return false;
     if (!Number.isInteger(vector) || vector < 0 || vector >= this.vectors) return true;
-    if (this.functionMasked || this.isMasked(vector)) {
+    if (this.functionMasked || this.isMasked(vector) || !this.busMaster) {
       this.setPending(vector, true);
       return true;
     }
@@ -161,7 +166,7 @@ export class MsixTable implements BusDevice {
 
   /** Call after every guest config write: delivers what an enable or function unmask released. */
   configWritten(): void {
-    const delivering = this.enabled && !this.functionMasked;
+    const delivering = this.enabled && !this.functionMasked && this.busMaster;
     if (delivering === this.wasDelivering) return;
     this.wasDelivering = delivering;
     for (let v = 0; v < this.vectors; v++) this.announce(v);
@@ -169,7 +174,7 @@ export class MsixTable implements BusDevice {
   }
 
   private flushPending(vector: number): void {
-    if (!this.isPending(vector) || this.isMasked(vector) || !this.enabled || this.functionMasked) return;
+    if (!this.isPending(vector) || this.isMasked(vector) || !this.enabled || this.functionMasked || !this.busMaster) return;
     this.setPending(vector, false);
     const { address, data } = this.message(vector);
     this.sink.signal(vector, address, data);

@@ -39,6 +39,8 @@ export interface CommonConfigHost {
   activateDevice(features: bigint): void;
   /** The driver wrote 0 to device_status. Must call `CommonConfig.reset`. */
   resetDevice(): void;
+  /** True while a reset waits for the device to stop writing guest memory: device_status must not read 0 yet. */
+  resetPending?(): boolean;
 }
 
 /** The register block's migration section (queue registers travel with each Virtqueue). */
@@ -76,6 +78,8 @@ export class CommonConfig {
   private queueSelect = 0;
   configVector = VIRTIO_MSI_NO_VECTOR;
   private configGeneration = 0;
+  /** device_status as it was when the driver wrote 0; reads return it while the reset is pending. */
+  private statusBeforeReset = 0;
   private readonly queueVectors: number[];
 
   constructor(
@@ -130,7 +134,8 @@ export class CommonConfig {
       case `${COMMON_GF}:4`: return this.window(this.driverFeatures, this.driverFeatureSelect);
       case `${COMMON_MSIX}:2`: return n(this.configVector);
       case `${COMMON_NUMQ}:2`: return n(this.queues.length);
-      case `${COMMON_STATUS}:1`: return n(this.status);
+      // Linux's vp_reset polls for 0 before it reuses the buffers of requests that were in flight.
+      case `${COMMON_STATUS}:1`: return n(this.host.resetPending?.() ? this.statusBeforeReset || VIRTIO_STATUS_DEVICE_NEEDS_RESET : this.status);
       case `${COMMON_CFGGENERATION}:1`: return n(this.configGeneration);
       case `${COMMON_Q_SELECT}:2`: return n(this.queueSelect);
       // An absent queue reads size 0, which is how the driver learns how many queues exist.
@@ -215,7 +220,9 @@ export class CommonConfig {
    */
   private writeStatus(value: number): void {
     if (value === 0) {
+      const before = this.status;
       this.host.resetDevice();
+      this.statusBeforeReset = before;
       return;
     }
     const old = this.status;

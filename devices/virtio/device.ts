@@ -42,6 +42,13 @@ export interface VirtioDevice {
   queueNotify(index: number): void;
   /** Back to the state before activation (the driver wrote 0 to device_status, or the machine reset). */
   reset(): void;
+  /**
+   * Requests started before the last `reset` that may still write guest memory (block reads run on
+   * the threadpool straight into guest RAM). The transport keeps device_status non-zero until 0.
+   */
+  readonly inflightCount?: number;
+  /** Resolves once `inflightCount` is 0. */
+  drain?(): Promise<void>;
   /** The device's own migration section (queues and transport state are saved by the transport). */
   saveState(): unknown;
   /** Loads a section; the transport calls `activate` afterwards if the driver had. */

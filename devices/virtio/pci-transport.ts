@@ -5,7 +5,7 @@ import type { GuestMemory } from '../guest-memory.js';
 import { NO_IRQ, type IrqLine } from '../irq.js';
 import { TsvirtError } from '../../machine/errors.js';
 import {
-  PCI_CAP_ID_VNDR, PCI_COMMAND_INTX_DISABLE, PCI_INTERRUPT_LINE, PciConfigSpace, type PciConfigState,
+  PCI_CAP_ID_VNDR, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MASTER, PCI_INTERRUPT_LINE, PciConfigSpace, type PciConfigState,
 } from '../pci/config-space.js';
 import type { PciFunction } from '../pci/host-bridge.js';
 import { MsixTable, type MsiSink, type MsixState } from '../pci/msix.js';
@@ -118,6 +118,8 @@ export class VirtioPciDevice implements PciFunction, CommonConfigHost {
   private pciCfgCap = 0;
   private isr = 0;
   private active = false;
+  /** Requests from before the last reset still running (see CommonConfigHost.resetPending). */
+  private resetDrain: Promise<void> | undefined;
   private readonly interrupt: VirtioInterrupt;
 
   constructor(readonly device: VirtioDevice, options: VirtioPciOptions) {
@@ -133,7 +135,8 @@ export class VirtioPciDevice implements PciFunction, CommonConfigHost {
       revisionId: VIRTIO_PCI_REVISION,
       subsystemVendorId: VIRTIO_PCI_VENDOR_ID,
       subsystemId: VIRTIO_PCI_SUBSYSTEM_ID,
-      interruptPin: PCI_INTERRUPT_PIN_INTA,
+      // Without an INTx line (the machine wires only MSI-X) the function must not claim a pin a driver would wait on.
+      interruptPin: options.intx ? PCI_INTERRUPT_PIN_INTA : 0,
     });
     this.config.addBar(VIRTIO_PCI_MSIX_BAR, { size: this.msix.regionSize, is64Bit: false, prefetchable: false });
     this.config.addBar(VIRTIO_PCI_MODERN_BAR, { size: MODERN_BAR_SIZE, is64Bit: true, prefetchable: true });
@@ -196,10 +199,18 @@ export class VirtioPciDevice implements PciFunction, CommonConfigHost {
 
   writeConfig(offset: number, data: Uint8Array): void {
     const intxDisabled = this.config.command & PCI_COMMAND_INTX_DISABLE;
+    const wasMaster = this.busMaster;
     this.config.write(offset, data);
     if (this.touchesPciCfgData(offset, data.length)) this.pciCfgAccess(true);
     this.msix.configWritten();
     if ((this.config.command & PCI_COMMAND_INTX_DISABLE) !== intxDisabled) this.updateIntx();
+    // Kicks that arrived while the function could not master the bus are served now.
+    if (!wasMaster && this.busMaster) this.queues.forEach((_, i) => this.notify(i));
+  }
+
+  /** Bus Master Enable: without it the function must not read or write guest memory. */
+  private get busMaster(): boolean {
+    return (this.config.command & PCI_COMMAND_MASTER) !== 0;
   }
 
   barRegion(index: number): BusDevice | undefined {
@@ -290,7 +301,7 @@ export class VirtioPciDevice implements PciFunction, CommonConfigHost {
    */
   notify(index: number): void {
     if (!this.active || !Number.isInteger(index) || index < 0 || index >= this.queues.length) return;
-    if (!this.queues[index].isLive) return;
+    if (!this.queues[index].isLive || !this.busMaster) return;
     try {
       this.device.queueNotify(index);
     } catch (e) {
@@ -325,6 +336,16 @@ export class VirtioPciDevice implements PciFunction, CommonConfigHost {
     this.common.reset();
     this.isr = 0;
     this.updateIntx();
+    if (this.device.inflightCount && this.device.drain) {
+      const drain: Promise<void> = this.device.drain().catch(() => {}).finally(() => {
+        if (this.resetDrain === drain) this.resetDrain = undefined;
+      });
+      this.resetDrain = drain;
+    }
+  }
+
+  resetPending(): boolean {
+    return this.resetDrain !== undefined;
   }
 
   // --- Interrupts ---------------------------------------------------------------------------------

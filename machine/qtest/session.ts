@@ -14,7 +14,7 @@ export interface QtestTarget {
     write(addr: number, data: Uint8Array): unknown;
     describe(): readonly { base: number; len: number }[];
   };
-  readonly memory: Pick<GuestMemory, 'contains' | 'slice' | 'writableSlice'>;
+  readonly memory: Pick<GuestMemory, 'contains' | 'slice' | 'writableSlice' | 'regions'>;
   readonly interrupts?: InterruptSource;
 }
 
@@ -116,8 +116,28 @@ export class QtestSession {
     else this.target.mmio.read(addr, data);
   }
 
+  /** [addr, addr+size) as pieces each inside one RAM region (RAM is 1 GiB regions back to back), or undefined when not all RAM. */
+  private ramPieces(addr: number, size: number): { gpa: number; len: number }[] | undefined {
+    if (this.onMmio(addr)) return undefined;
+    const pieces: { gpa: number; len: number }[] = [];
+    for (let at = addr, left = size; left > 0;) {
+      const r = this.target.memory.regions.find((m) => at >= m.gpa && at < m.gpa + m.size);
+      if (!r) return undefined;
+      const len = Math.min(left, r.gpa + r.size - at);
+      pieces.push({ gpa: at, len });
+      at += len;
+      left -= len;
+    }
+    return pieces;
+  }
+
   private readBytes(addr: number, size: number): Uint8Array {
-    if (!this.onMmio(addr) && this.target.memory.contains(addr, size)) return Uint8Array.from(this.target.memory.slice(addr, size));
+    const ram = this.ramPieces(addr, size);
+    if (ram) {
+      const out = new Uint8Array(size);
+      for (const p of ram) out.set(this.target.memory.slice(p.gpa, p.len), p.gpa - addr);
+      return out;
+    }
     const out = new Uint8Array(size);
     for (const [at, len] of chunks(addr, size)) {
       const piece = out.subarray(at - addr, at - addr + len);
@@ -127,8 +147,9 @@ export class QtestSession {
   }
 
   private writeBytes(addr: number, data: Uint8Array): void {
-    if (!this.onMmio(addr) && this.target.memory.contains(addr, data.length)) {
-      this.target.memory.writableSlice(addr, data.length).set(data);
+    const ram = this.ramPieces(addr, data.length);
+    if (ram) {
+      for (const p of ram) this.target.memory.writableSlice(p.gpa, p.len).set(data.subarray(p.gpa - addr, p.gpa - addr + p.len));
       return;
     }
     for (const [at, len] of chunks(addr, data.length)) this.target.mmio.write(at, data.slice(at - addr, at - addr + len));

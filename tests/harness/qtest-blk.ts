@@ -107,7 +107,6 @@ export async function virtioCaps(q: QtestClient, devfn: number): Promise<Map<num
  */
 export class BlkDriver {
   readonly mem: BlkMemory;
-  private notify = 0n;
 
   private constructor(
     readonly q: QtestClient,
@@ -122,6 +121,9 @@ export class BlkDriver {
   ) {
     this.mem = blkMemory(opts.base, opts.queueSize ?? 16);
   }
+
+  /** Queue 0's doorbell (queue_notify_off times the multiplier, from the notify capability). */
+  private notify = 0n;
 
   get common(): bigint {
     return this.dev.common;
@@ -149,8 +151,10 @@ export class BlkDriver {
     const [msix] = await findCapabilities(q, devfn, PCI_CAP_ID_MSIX);
     const table = await q.pciConfigReadl(devfn, msix + 4);
     const pba = await q.pciConfigReadl(devfn, msix + 8);
-    return new BlkDriver(q, devfn, bars, dev, barBase(devCfg.bar) + BigInt(devCfg.offset), barBase(isr.bar) + BigInt(isr.offset),
+    const d = new BlkDriver(q, devfn, bars, dev, barBase(devCfg.bar) + BigInt(devCfg.offset), barBase(isr.bar) + BigInt(isr.offset),
       barBase(table & 7) + BigInt(table & ~7), barBase(pba & 7) + BigInt(pba & ~7), opts);
+    d.notify = await dev.notifyAddress(0);
+    return d;
   }
 
   /** Fresh zeroed rings, negotiation, vectors, queue 0, DRIVER_OK. Throws when the device refuses the features. */
@@ -160,7 +164,6 @@ export class BlkDriver {
     await this.dev.setConfigVector(0);
     await this.dev.setupQueue(0, this.mem.ring, 1);
     await this.dev.driverOk();
-    this.notify = await this.dev.notifyAddress(0);
   }
 
   status(): Promise<number> {
@@ -194,6 +197,15 @@ export class BlkDriver {
     const idx = await this.q.readw(r.avail + 2n);
     await this.q.writew(r.avail + 4n + BigInt((idx % r.size) * 2), head);
     await this.q.writew(r.avail + 2n, (idx + 1) & 0xffff);
+  }
+
+  /** The qtest lines of a kick and of a reset, for QtestVm.batch. */
+  get kickCommand(): string {
+    return `writew 0x${this.notify.toString(16)} 0x0`;
+  }
+
+  get resetCommand(): string {
+    return `writeb 0x${(this.common + BigInt(COMMON.STATUS)).toString(16)} 0x0`;
   }
 
   /** A 16-bit write of the queue index to its doorbell, as Linux's vp_notify does. */

@@ -2,6 +2,7 @@
 
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { QtestClient } from '../../machine/qtest/client.js';
@@ -19,6 +20,8 @@ export interface QtestDiskSpec {
   readonly fill?: (i: number) => number;
   readonly readonly?: boolean;
   readonly serial?: string;
+  /** More -drive options, e.g. `direct=on`. */
+  readonly driveOptions?: string;
 }
 
 /** The default image contents: depends on the byte offset and the slot, so a misdirected read shows. */
@@ -35,6 +38,7 @@ export class QtestVm {
     readonly socket: string,
     readonly proc: VmmProcess,
     readonly client: QtestClient,
+    private readonly sock: net.Socket,
     /** Host paths of the images, in `disks` order. */
     readonly images: string[],
   ) {}
@@ -55,15 +59,15 @@ export class QtestVm {
         const fill = d.fill ?? defaultFill(d.slot);
         fs.writeFileSync(image, new Uint8Array(d.sectors * SECTOR).map((_, i) => fill(i)));
         images.push(image);
-        args.push('-drive', `file=${image},id=d${n}${d.readonly ? ',readonly=on' : ''}`);
+        args.push('-drive', `file=${image},id=d${n}${d.readonly ? ',readonly=on' : ''}${d.driveOptions ? `,${d.driveOptions}` : ''}`);
         args.push('-device', `virtio-blk-pci,drive=d${n},id=disk${n},addr=0x${d.slot.toString(16)}${d.serial ? `,serial=${d.serial}` : ''}`);
       }
       args.push(...(opts.extraArgs ?? []));
       proc = VmmProcess.tsvirt(args);
-      const client = await connectWhenReady(proc, socket, 10000);
-      const vm = new QtestVm(dir, socket, proc, client, images);
+      const sock = await connectWhenReady(proc, socket, 10000);
+      const vm = new QtestVm(dir, socket, proc, new QtestClient(sock), sock, images);
       live.add(vm);
-      await client.irqIntercept();
+      await vm.client.irqIntercept();
       return vm;
     } catch (e) {
       await proc?.kill();
@@ -82,6 +86,18 @@ export class QtestVm {
     const deadline = Date.now() + timeoutMs;
     while (!has() && Date.now() < deadline) await sleep(10);
     return has();
+  }
+
+  /**
+   * Sends `lines` as one write, so tsvirt reads them in one chunk and runs them back to back in
+   * one turn of its event loop (nothing asynchronous, such as a block completion, runs between).
+   * Resolves with each reply.
+   */
+  async batch(lines: readonly string[]): Promise<string[]> {
+    this.sock.cork();
+    const replies = lines.map((l) => this.client.command(l));
+    this.sock.uncork();
+    return Promise.all(replies);
   }
 
   /** Current contents of image `n` on the host. */
@@ -123,7 +139,7 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** tsvirt listens on the socket: poll for the file, then connect (retrying the bind-to-listen window). */
-async function connectWhenReady(proc: VmmProcess, socket: string, timeoutMs: number): Promise<QtestClient> {
+async function connectWhenReady(proc: VmmProcess, socket: string, timeoutMs: number): Promise<net.Socket> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (!proc.running) throw new Error(`tsvirt exited (${proc.child.exitCode ?? proc.child.signalCode}) before its test socket appeared; stderr: ${proc.stderr}`);
@@ -136,7 +152,13 @@ async function connectWhenReady(proc: VmmProcess, socket: string, timeoutMs: num
     }
     if (isSocket) {
       try {
-        return await QtestClient.connect(socket);
+        return await new Promise<net.Socket>((resolve, reject) => {
+          const s = net.connect(socket, () => {
+            s.off('error', reject);
+            resolve(s);
+          });
+          s.once('error', reject);
+        });
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw e;
       }

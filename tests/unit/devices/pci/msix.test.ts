@@ -20,6 +20,7 @@ function setup(vectors = 4) {
   const config = new PciConfigSpace({ vendorId: 1, deviceId: 2, classCode: 0 });
   const cap = msix.attach(config, 1);
   config.seal();
+  config.write(0x04, Uint8Array.of(0x04, 0)); // Bus Master Enable: MSI-X messages are memory writes
   const ctl = (v: number) => {
     config.write(cap + 2, Uint8Array.of(v & 0xff, v >> 8));
     msix.configWritten();

@@ -194,6 +194,8 @@ export class FakeDriver {
 
   /** Reset, ACKNOWLEDGE, DRIVER, write features, FEATURES_OK; returns the status read back. */
   negotiate(features: bigint): number {
+    // Memory decoding and bus mastering on, as firmware and Linux's pci_set_master leave them.
+    this.dev.writeConfig(0x04, Uint8Array.of(0x06, this.dev.config.command >> 8));
     this.setStatus(0);
     this.setStatus(VIRTIO_STATUS_ACKNOWLEDGE);
     this.setStatus(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);

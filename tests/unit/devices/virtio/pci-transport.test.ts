@@ -110,9 +110,15 @@ describe('virtio pci transport', () => {
     });
 
     it('presets Interrupt Line and INTA# for a machine without firmware, and keeps them across reset', () => {
-      const dev = new VirtioPciDevice(new FakeDevice(), { memory: new FakeRam().memory, msi: new RecordingMsiSink(), interruptLine: 11 });
+      const intx = { set() {} };
+      const dev = new VirtioPciDevice(new FakeDevice(), { memory: new FakeRam().memory, msi: new RecordingMsiSink(), intx, interruptLine: 11 });
       dev.reset();
       expect([dev.config.getU8(0x3c), dev.config.getU8(0x3d)]).to.deep.equal([11, 1]);
+    });
+
+    it('claims no interrupt pin when the machine wires no INTx line', () => {
+      const dev = new VirtioPciDevice(new FakeDevice(), { memory: new FakeRam().memory, msi: new RecordingMsiSink() });
+      expect(dev.config.getU8(0x3d)).to.equal(0);
     });
 
     it('sizes BAR 1 (MSI-X, 32-bit) and BAR 4 (64-bit prefetchable)', () => {
