@@ -7,7 +7,9 @@ import type { Machine } from './machine.js';
 import type { BuiltVm } from './builder.js';
 import { vcpuCpuid } from './cpuid.js';
 import { kvmIoctl } from './kvm/ioctl.js';
-import { addressOf, dataExtents } from './kvm/libc.js';
+import * as fs from 'node:fs';
+import { addressOf, dataExtents, mmapShared, view } from './kvm/libc.js';
+import { freeRam, type RamBacking } from './memory.js';
 import { MEM_LOG_DIRTY_PAGES } from './kvm/ioctls.js';
 import { IRQCHIP_IOAPIC, IRQCHIP_PIC_MASTER, IRQCHIP_PIC_SLAVE } from './kvm/vm.js';
 import { captureVcpuState, restoreVcpuState } from './vcpu/state.js';
@@ -25,15 +27,51 @@ const CHIPS = [['pic_master', IRQCHIP_PIC_MASTER], ['pic_slave', IRQCHIP_PIC_SLA
 
 /** The machine as migration sees it. */
 export class MachineMigrationPort implements MigratableVm {
-  readonly ram: readonly RamRegionPort[];
   private readonly kvmBitmaps: Uint8Array[];
   private readonly throttle: VcpuThrottle;
 
   constructor(private readonly machine: Machine, private readonly config: VmConfig, private readonly built: BuiltVm) {
-    this.ram = machine.ram.backings.map((b) => ({ gpa: b.range.gpa, size: b.range.size, bytes: b.bytes }));
     // KVM_GET_DIRTY_LOG fills one bit per page, in 64-bit words.
     this.throttle = new VcpuThrottle(machine);
     this.kvmBitmaps = machine.ram.backings.map((b) => new Uint8Array(Math.ceil(b.range.size / 4096 / 64) * 8));
+  }
+
+  get ram(): readonly RamRegionPort[] {
+    return this.machine.ram.backings.map((b) => ({ gpa: b.range.gpa, size: b.range.size, bytes: b.bytes }));
+  }
+
+  memoryFds(): number[] {
+    return this.machine.ram.backings.map((b) => b.fd);
+  }
+
+  adoptMemory(fds: readonly number[]): void {
+    const backings = this.machine.ram.backings as RamBacking[];
+    if (fds.length !== backings.length) throw new StateError(`memory hand-over brought ${fds.length} regions, this VM has ${backings.length}`);
+    // Check every descriptor before touching anything: mapping past the end of a memfd would fault on first access.
+    fds.forEach((fd, i) => {
+      const size = fs.fstatSync(fd).size;
+      if (size !== backings[i].range.size) throw new StateError(`handed-over memory region ${i} has ${size} bytes, expected ${backings[i].range.size}`);
+    });
+    fds.forEach((fd, i) => {
+      const old = backings[i];
+      const pointer = mmapShared(fd, old.range.size);
+      const hostAddress = addressOf(pointer);
+      const bytes = new Uint8Array(view(pointer, old.range.size));
+      // KVM cannot move a slot's host address: delete the slot (size 0), then create it over the new mapping.
+      this.machine.vm.setUserMemoryRegion(old.slot, 0, old.range.gpa, 0, 0n);
+      this.machine.vm.setUserMemoryRegion(old.slot, 0, old.range.gpa, old.range.size, hostAddress);
+      this.machine.memory.replaceRegion(i, bytes);
+      backings[i] = { range: old.range, slot: old.slot, fd, pointer, hostAddress, bytes };
+      freeRam([old]);
+    });
+  }
+
+  quiesceDevices(): void {
+    this.built.pci.quiesce(true);
+  }
+
+  unquiesceDevices(): void {
+    this.built.pci.quiesce(false);
   }
 
   get vcpuCount(): number {
@@ -159,13 +197,14 @@ export class MachineMigrationPort implements MigratableVm {
    * KVM_SET_CLOCK with the source's kvm_clock_data as read: it carries KVM_CLOCK_REALTIME and the source's
    * realtime, so KVM advances kvmclock by the time the state spent in flight and guest time neither stops nor jumps.
    */
-  restoreClock(blobs: Blobs): void {
+  restoreClock(blobs: Blobs, advance: boolean): void {
     checkBlobs('CLOCK', blobs, CLOCK_BLOB_SIZES);
     const blob = Uint8Array.from(blobs.get('clock')!);
     const dv = new DataView(blob.buffer);
     const KVM_CLOCK_REALTIME = 1 << 2;
-    // Keep only the flag KVM_SET_CLOCK acts on; TSC_STABLE and HOST_TSC describe the source host.
-    dv.setUint32(8, dv.getUint32(8, true) & KVM_CLOCK_REALTIME, true);
+    // Keep only the flag KVM_SET_CLOCK acts on (TSC_STABLE and HOST_TSC describe the source host), and only when the
+    // clock should catch up with the time in flight.
+    dv.setUint32(8, advance ? dv.getUint32(8, true) & KVM_CLOCK_REALTIME : 0, true);
     kvmIoctl(this.machine.vm.fd, 'SET_CLOCK', blob);
   }
 
@@ -206,8 +245,8 @@ export function startMigrationFor(config: VmConfig, built: BuiltVm, log: Logger)
     },
   });
   if (config.incoming && config.incoming.kind !== 'defer') {
-    const uri = config.incoming.kind === 'unix' ? `unix:${config.incoming.path}` : config.incoming.kind === 'tcp' ? `tcp:${config.incoming.host.includes(':') ? `[${config.incoming.host}]` : config.incoming.host}:${config.incoming.port}` : '';
-    if (!uri) throw new StateError('-incoming: only tcp: and unix: are supported for now');
+    const inc = config.incoming;
+    const uri = inc.kind === 'tcp' ? `tcp:${inc.host.includes(':') ? `[${inc.host}]` : inc.host}:${inc.port}` : `${inc.kind}:${inc.path}`;
     void manager.incoming(parseMigrationUri(uri), config.startPaused).catch(() => {});
   }
   return manager;

@@ -42,6 +42,8 @@ export interface PciDevices {
   drain(): Promise<void>;
   /** Announces every NIC (after an incoming migration). */
   announce(): void;
+  /** Stops (true) or restarts (false) NICs taking frames from their taps into guest memory. */
+  quiesce(on: boolean): void;
   close(): void;
 }
 
@@ -107,6 +109,7 @@ export function addPciDevices(o: PciWiringOptions): PciDevices {
   const blockModels: VirtioBlock[] = [];
   const blockBackends: RawBlockFile[] = [];
   const nets: VirtioNet[] = [];
+  const netBackends: { backend: TapNetBackend; net: VirtioNet }[] = [];
   const closers: (() => void)[] = [];
   let nextBar = PCI_MMIO32_START;
 
@@ -139,6 +142,7 @@ export function addPciDevices(o: PciWiringOptions): PciDevices {
       backend.startReceive((frame) => net.receive(frame));
       net.onRxBuffersAvailable(() => backend.resumeReceive());
       nets.push(net);
+      netBackends.push({ backend, net });
       model = net;
     }
     const routed = router.sink(id);
@@ -166,6 +170,7 @@ export function addPciDevices(o: PciWiringOptions): PciDevices {
       await Promise.all(blockBackends.map((b) => b.flush()));
     },
     announce: () => nets.forEach((n) => n.announce()),
+    quiesce: (on) => netBackends.forEach(({ backend, net }) => (on ? backend.stopReceive() : backend.startReceive((f) => net.receive(f)))),
     close: () => {
       router.close();
       closers.forEach((c) => c());

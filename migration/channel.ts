@@ -6,7 +6,7 @@ import { TsvirtError } from '../machine/errors.js';
 import { parseIncoming } from '../machine/config-values.js';
 
 /** Where a migration stream goes or comes from. */
-export type MigrationAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+export type MigrationAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string } | { kind: 'file'; path: string };
 
 /** A migration URI the QMP `migrate` command cannot use. */
 export class MigrationUriError extends TsvirtError {
@@ -25,15 +25,17 @@ export function parseMigrationUri(uri: string): MigrationAddress {
   }
   if (parsed.kind === 'tcp') return { kind: 'tcp', host: parsed.host, port: parsed.port };
   if (parsed.kind === 'unix') return { kind: 'unix', path: parsed.path };
-  throw new MigrationUriError(`Migration URI '${uri}' is not supported here: use tcp:HOST:PORT or unix:PATH`);
+  if (parsed.kind === 'file') return { kind: 'file', path: parsed.path };
+  throw new MigrationUriError(`Migration URI '${uri}' is not supported here: use tcp:HOST:PORT, unix:PATH or file:PATH`);
 }
 
 export function describeAddress(a: MigrationAddress): string {
-  return a.kind === 'unix' ? `unix:${a.path}` : `tcp:${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+  return a.kind !== 'tcp' ? `${a.kind}:${a.path}` : `tcp:${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
 }
 
 /** Connects, failing after `timeoutMs` with a message naming the address. */
 export function connect(a: MigrationAddress, timeoutMs = 10000): Promise<net.Socket> {
+  if (a.kind === 'file') return Promise.reject(new MigrationUriError('a file: URI is a snapshot, not a connection'));
   return new Promise((resolve, reject) => {
     const s = a.kind === 'unix' ? net.connect(a.path) : net.connect(a.port, a.host);
     const timer = setTimeout(() => {
@@ -54,6 +56,7 @@ export function connect(a: MigrationAddress, timeoutMs = 10000): Promise<net.Soc
 
 /** Listens on `a`; a stale unix socket file is replaced. */
 export async function listen(a: MigrationAddress): Promise<net.Server> {
+  if (a.kind === 'file') throw new MigrationUriError('a file: URI is a snapshot, not a listener');
   const server = net.createServer({ pauseOnConnect: true });
   if (a.kind === 'unix') fs.rmSync(a.path, { force: true });
   await new Promise<void>((resolve, reject) => {

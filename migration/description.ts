@@ -30,6 +30,8 @@ export interface VmDescription {
   /** CPUID feature registers, keyed `leaf[.subleaf].reg` in hex (`0x7.0.ebx`); see `cpuFeatureSummary`. */
   cpuFeatures: Record<string, number>;
   devices: DeviceDescription[];
+  /** Local migration: the source hands its RAM over (memfds over the unix socket) instead of sending pages. */
+  memoryHandover?: boolean;
 }
 
 /** Bounds on a description: far above what tsvirt builds, low enough to keep hostile input cheap. */
@@ -130,6 +132,7 @@ export function parseVmDescription(json: unknown): VmDescription {
     vcpus: int(o.vcpus, 'vcpus', 1, MAX_VCPUS),
     cpuFeatures,
     devices,
+    ...(o.memoryHandover === undefined ? {} : { memoryHandover: o.memoryHandover === true }),
   };
 }
 

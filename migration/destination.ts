@@ -11,6 +11,8 @@ import type { MigrationStats } from './stats.js';
 import type { MigrationStatus } from './status.js';
 import type { MigratableVm } from './vm-port.js';
 import { ReplyWriter } from './writer.js';
+import { applyStateMessage } from './apply-state.js';
+import { receiveFds } from '../machine/host/fd-passing.js';
 
 const PAGE_SHIFT = 12;
 
@@ -76,6 +78,7 @@ export async function runDestination(ctx: DestinationContext, address: Migration
     };
 
     const onMessage = (m: StreamMessage): void => {
+      if (applyStateMessage(vm, m, true)) return;
       switch (m.type) {
         case 'header':
           header = m.header;
@@ -84,6 +87,17 @@ export async function runDestination(ctx: DestinationContext, address: Migration
         case 'config': {
           const mismatches = compareVms({ ...header!, description: m.description }, { arch: 'x86_64', vendor: vm.cpuVendor(), description: vm.description() });
           if (mismatches.length) throw new MigrationCompatError(mismatches);
+          if (m.description.memoryHandover) {
+            if (address.kind !== 'unix') throw new TsvirtError('ERR_MIGRATION_LOCAL', 'memory hand-over needs a unix: socket');
+            // The memfds come as ancillary data, which Node's reads would drop: stop reading the stream, take them
+            // with recvmsg, then read on. The source sends nothing else until it has our ACCEPT.
+            socket!.pause();
+            socket!.write(Buffer.concat(replies.accept()));
+            stats.setupDoneAt = performance.now();
+            status.transition('active');
+            adoptHandedOverMemory();
+            return;
+          }
           socket!.write(Buffer.concat(replies.accept()));
           stats.setupDoneAt = performance.now();
           status.transition('active');
@@ -92,22 +106,6 @@ export async function runDestination(ctx: DestinationContext, address: Migration
         case 'pass-end':
           stats.dirtySyncCount = m.dirtySyncs;
           stats.passes++;
-          return;
-        case 'vcpu':
-          vm.restoreVcpu(m.index, m.blobs);
-          return;
-        case 'irqchip':
-          vm.restoreIrqchip(m.blobs);
-          return;
-        case 'pit':
-          vm.restorePit(m.blobs);
-          return;
-        case 'clock':
-          vm.restoreClock(m.blobs);
-          return;
-        case 'device':
-          if (m.encoding !== 'json') throw new TsvirtError('ERR_MIGRATION_DEVICE', `device ${m.id}: binary state is not supported`);
-          vm.restoreDevice({ id: m.id, version: m.version, state: m.state });
           return;
         case 'end':
           socket!.write(Buffer.concat(replies.ready(reader.summary)));
@@ -129,6 +127,28 @@ export async function runDestination(ctx: DestinationContext, address: Migration
         default:
           return;
       }
+    };
+
+    /** Waits (polling the socket, up to 10 s) for the source's memfds, then maps them in place of our own RAM. */
+    const adoptHandedOverMemory = () => {
+      const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+      const deadline = Date.now() + 10000;
+      const poll = () => {
+        if (done) return;
+        try {
+          const got = receiveFds(fd, vm.ram.length);
+          if (!got) {
+            if (Date.now() > deadline) throw new TsvirtError('ERR_MIGRATION_LOCAL', 'the source did not hand its memory over within 10 s');
+            setTimeout(poll, 1);
+            return;
+          }
+          vm.adoptMemory(got.fds);
+          socket!.resume();
+        } catch (e) {
+          fail(e);
+        }
+      };
+      poll();
     };
 
     const reader = new StreamReader({

@@ -7,6 +7,7 @@ import { parseMigrationUri, type MigrationAddress } from './channel.js';
 import { runDestination } from './destination.js';
 import { MigrationSettings } from './params.js';
 import { runSource } from './source.js';
+import { runRestore, runSave } from './snapshot.js';
 import { MigrationStats } from './stats.js';
 import { MigrationStatus } from './status.js';
 import type { MigratableVm } from './vm-port.js';
@@ -53,7 +54,8 @@ export class MigrationManager implements MigrationApi {
     this.status = this.newStatus('destination');
     this.stats = new MigrationStats(this.totalRam());
     this.opts.vm.setRunState('inmigrate');
-    const done = runDestination({ vm: this.opts.vm, status: this.status, stats: this.stats, startPaused, log: this.opts.log }, address);
+    const ctx = { vm: this.opts.vm, status: this.status, stats: this.stats, startPaused, log: this.opts.log };
+    const done = address.kind === 'file' ? runRestore(ctx, address.path) : runDestination(ctx, address);
     done.catch((e) => this.opts.onIncomingFailed?.((e as Error).message));
     return done;
   }
@@ -69,10 +71,20 @@ export class MigrationManager implements MigrationApi {
     if (this.status.inProgress) throw new TsvirtError('ERR_MIGRATION_STATE', "There's a migration process in progress");
     if (request.blk || request.inc) throw new TsvirtError('ERR_MIGRATION_BLOCK', 'Block migration is not supported: use shared storage');
     const address = parseMigrationUri(request.uri);
+    if (this.settings.capability('x-ignore-shared') && address.kind !== 'unix') {
+      throw new TsvirtError('ERR_MIGRATION_LOCAL', `Local migration (capability x-ignore-shared) hands memory over a unix socket on the same host; '${request.uri}' is not a unix: URI`);
+    }
     this.stats = new MigrationStats(this.totalRam());
     this.stats.startedAt = performance.now();
     this.abort = new AbortController();
     this.status.transition('setup');
+    if (address.kind === 'file') {
+      // A snapshot: stopped for the save, written in the background while QMP keeps answering.
+      void runSave({ vm: this.opts.vm, status: this.status, stats: this.stats, log: this.opts.log }, address.path).catch((e) =>
+        this.opts.log(`saving a snapshot failed: ${(e as Error).message}`),
+      );
+      return;
+    }
     const events = this.events;
     void runSource(
       {

@@ -13,6 +13,7 @@ import type { MigrationStats } from './stats.js';
 import type { MigrationStatus } from './status.js';
 import type { MigratableVm } from './vm-port.js';
 import { StreamWriter } from './writer.js';
+import { sendFds } from '../machine/host/fd-passing.js';
 
 const PAGE_SIZE = 4096;
 const REPLY_TIMEOUT_MS = 30000;
@@ -184,25 +185,35 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
 
     // Phase: handshake. The destination checks the configuration before any RAM moves.
     phase = 'handshake';
-    await send([...w.header(vm.cpuVendor()), ...w.config(vm.description())]);
+    const local = settings.capability('x-ignore-shared');
+    await send([...w.header(vm.cpuVendor()), ...w.config({ ...vm.description(), ...(local ? { memoryHandover: true } : {}) })]);
     const accepted = await replies.next('ACCEPT', ctx.cancelled);
     if (accepted.type !== 'accept') throw new TsvirtError('ERR_MIGRATION_PEER', `expected ACCEPT, got ${accepted.type}`);
     stats.setupDoneAt = performance.now();
     status.transition('active');
 
-    // Phase: first pass, every page that holds data.
-    phase = 'pass 1';
-    vm.startDirtyLog();
-    dirtyLogging = true;
-    let pass = meter.beginPass();
-    stats.passes = pass;
-    ctx.onPass(pass);
-    await sendPages(vm.ram.map((_, r) => vm.populatedPages(r)));
+    let pass = 0;
+    if (local) {
+      // Phase: memory hand-over. Both processes now map the same memfds: no page is copied, and nothing is dirty.
+      phase = 'memory hand-over';
+      await channel.drain();
+      sendFds((socket as unknown as { _handle: { fd: number } })._handle.fd, vm.memoryFds());
+      stats.remainingBytes = 0;
+    } else {
+      // Phase: first pass, every page that holds data.
+      phase = 'pass 1';
+      vm.startDirtyLog();
+      dirtyLogging = true;
+      pass = meter.beginPass();
+      stats.passes = pass;
+      ctx.onPass(pass);
+      await sendPages(vm.ram.map((_, r) => vm.populatedPages(r)));
+    }
 
     // Phase: dirty passes until the expected downtime fits the limit (or the timeout decides).
     for (;;) {
       checkCancel();
-      collectDirty();
+      if (!local) collectDirty();
       const dirty = pending;
       pending = vm.ram.map((r) => new Uint32Array(Math.ceil(r.size / PAGE_SIZE / 32)));
       stats.dirtySyncCount++;
@@ -212,7 +223,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       stats.bandwidth = report.bandwidth;
       stats.dirtyPagesRate = report.ms > 0 ? Math.round(dirtyBytes / PAGE_SIZE / (report.ms / 1000)) : 0;
       const p = settings.parameters;
-      const decision = decideSwitchover({
+      const decision = local ? { action: 'switchover' as const, expectedDowntimeMs: 0, reason: 'memory was handed over' } : decideSwitchover({
         remainingBytes: dirtyBytes,
         bytesPerSecond: report.bandwidth,
         downtimeLimitMs: p['downtime-limit'],
@@ -233,17 +244,18 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         vm.setRunState('finish-migrate');
         await vm.pauseVcpus();
         paused = true;
+        vm.quiesceDevices();
         // max-bandwidth paces pre-copy only; with the guest stopped, the last pages and state go at full speed (as QEMU).
         limiter.setRate(0);
         await vm.drainDevices();
-        collectDirty();
+        if (!local) collectDirty();
         const last = pending;
         for (let r = 0; r < last.length; r++) for (let i = 0; i < last[r].length; i++) last[r][i] |= dirty[r][i];
         stats.dirtySyncCount++;
         pass = meter.beginPass();
         stats.passes = pass;
         ctx.onPass(pass);
-        await sendPages(last);
+        if (!local) await sendPages(last);
         await send(w.passEnd(stats.dirtySyncCount, true));
         for (let i = 0; i < vm.vcpuCount; i++) await send(w.vcpu(i, vm.saveVcpu(i)));
         await send([...w.irqchip(vm.saveIrqchip()), ...w.pit(vm.savePit())]);
@@ -299,6 +311,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       status.fail(`${message}; RUN was sent, so the guest may be running on the destination: the source stays paused`);
       throw e;
     }
+    if (paused) vm.unquiesceDevices();
     if (paused || wasRunning) {
       if (wasRunning) vm.resumeVcpus();
       vm.setRunState(wasRunning ? 'running' : 'paused');

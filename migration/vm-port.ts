@@ -20,6 +20,7 @@ export interface DeviceSnapshot {
 
 /** What a VM offers migration; implemented by the machine's composition layer. */
 export interface MigratableVm {
+  /** The RAM regions; re-read after adoptMemory, which replaces them. */
   readonly ram: readonly RamRegionPort[];
   readonly vcpuCount: number;
   /** The CONFIG section: what must match on the destination. */
@@ -46,11 +47,20 @@ export interface MigratableVm {
   savePit(): Blobs;
   restorePit(blobs: Blobs): void;
   saveClock(): Blobs;
-  restoreClock(blobs: Blobs): void;
+  /** `advance`: let kvmclock move on by the real time since the source read it (live), or keep the saved time. */
+  restoreClock(blobs: Blobs, advance: boolean): void;
   saveDevices(): DeviceSnapshot[];
   restoreDevice(snapshot: DeviceSnapshot): void;
   /** Takes `percent` of vCPU time from the guest (auto-converge); 0 ends throttling. Resolves once applied. */
   setThrottle(percent: number): Promise<void>;
+  /** The memfd behind each RAM region, in region order (local migration hands them over). */
+  memoryFds(): number[];
+  /** Replaces each RAM region with the memfd received from the source (local migration, destination side). */
+  adoptMemory(fds: readonly number[]): void;
+  /** Stops devices writing guest memory on their own (NIC receive) once the guest is paused for switch-over. */
+  quiesceDevices(): void;
+  /** Undoes quiesceDevices when a migration fails and the guest resumes here. */
+  unquiesceDevices(): void;
   /** After the guest runs on the destination: announce the NIC, etc. */
   afterIncoming(): void;
 }
