@@ -233,7 +233,15 @@ export class Machine extends EventEmitter {
   quit(code = 0): void {
     if (this.exiting) return;
     this.exiting = true;
-    void Promise.all(this.vcpus.map((v) => v.stop())).finally(() => this.parts.exit(code));
+    // A vCPU thread that cannot be stopped (stuck in an emulated instruction, say) must not keep the process alive.
+    const forced = setTimeout(() => {
+      this.log.warn('vCPU threads did not stop within 2 s; exiting anyway');
+      this.parts.exit(code);
+    }, 2000);
+    void Promise.all(this.vcpus.map((v) => v.stop())).finally(() => {
+      clearTimeout(forced);
+      this.parts.exit(code);
+    });
   }
 
   private exitHandler(): VcpuExitHandler {

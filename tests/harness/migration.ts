@@ -28,10 +28,11 @@ export class VmFleet {
   }
 
   /** Starts tsvirt with the test guest plus `args`; waits for QMP and negotiates it. */
-  async start(args: string[], opts: { append?: string; mem?: string; smp?: string } = {}): Promise<Vm> {
+  /** `main`: another build's entry point (live-upgrade tests). */
+  async start(args: string[], opts: { append?: string; mem?: string; smp?: string; main?: string } = {}): Promise<Vm> {
     const qmpPath = this.sock('qmp');
     const proc = VmmProcess.tsvirt(['-machine', 'q35', '-kernel', testGuest(), '-m', opts.mem ?? '256', '-smp', opts.smp ?? '1',
-      '-append', opts.append ?? 'console=ttyS0', '-qmp', `unix:${qmpPath},server,nowait`, ...args]);
+      '-append', opts.append ?? 'console=ttyS0', '-qmp', `unix:${qmpPath},server,nowait`, ...args], {}, opts.main);
     const beats = collectHeartbeats(proc);
     const vm = { proc, qmp: undefined as unknown as QmpClient, beats, qmpPath };
     this.vms.push(vm);

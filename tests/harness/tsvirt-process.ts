@@ -45,9 +45,9 @@ export class VmmProcess {
   }
 
   /** Starts tsvirt with `args` (the console is added as `-serial stdio` unless args name a serial). */
-  static tsvirt(args: string[], env: NodeJS.ProcessEnv = {}): VmmProcess {
+  static tsvirt(args: string[], env: NodeJS.ProcessEnv = {}, main = tsvirtMain): VmmProcess {
     const full = args.includes('-serial') ? args : [...args, '-serial', 'stdio'];
-    return new VmmProcess(process.execPath, [tsvirtMain, ...full], env);
+    return new VmmProcess(process.execPath, [main, ...full], env);
   }
 
   private notify(): void {

@@ -46,10 +46,13 @@ describe('live migration with virtio-blk and virtio-net', function () {
     return { proc, qmp, beats, qmpPath };
   }
 
-  it('keeps every disk write and keeps answering ping across the migration', async () => {
+  for (const local of [false, true]) {
+  it(`keeps every disk write and keeps answering ping across the migration${local ? ' (local: memory handed over)' : ''}`, async () => {
+    for (const p of procs.splice(0)) await p.kill();
+    clients.splice(0).forEach((c) => c.close());
     fs.writeFileSync(path.join(dir, 'disk.img'), Buffer.alloc(0));
     fs.truncateSync(path.join(dir, 'disk.img'), 16 * 1024 * 1024);
-    const uri = `unix:${path.join(dir, 'mig.sock')}`;
+    const uri = `unix:${path.join(dir, `mig-${local}.sock`)}`;
     const src = await start(ns!.tap, []);
     const dst = await start(ns!.extraTaps[0], ['-incoming', uri]);
     await src.proc.waitFor(/READY/);
@@ -84,10 +87,12 @@ describe('live migration with virtio-blk and virtio-net', function () {
     try {
     while (written < 5) await new Promise((r) => setTimeout(r, 50));
     await src.qmp.run('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 * 1024 });
+    if (local) await src.qmp.run('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
     before = written;
     await src.qmp.run('migrate', { uri });
     const info = await waitMigration(src, ['completed', 'failed']);
     expect(info.status, info['error-desc']).to.equal('completed');
+    if (local) expect(info.ram.transferred).to.be.below(1024 * 1024);
     during = written - before;
     active = dst;
     const after = written;
@@ -126,4 +131,5 @@ describe('live migration with virtio-blk and virtio-net', function () {
     dst.proc.send('check\r');
     await dst.proc.waitFor(/CHECK OK/, 20000);
   });
+  }
 });
