@@ -1,7 +1,7 @@
 // The migration side of QMP: migrate, migrate_cancel, query-migrate, parameters and capabilities, for source and destination.
 
 import { TsvirtError } from '../machine/errors.js';
-import { EventHub, MIGRATION_CAPABILITIES, type MigrateRequest, type MigrationApi, type MigrationCapabilityState, type MigrationInfo, type MigrationParameters as QmpParameters } from '../qmp/index.js';
+import { EventHub, MIGRATION_CAPABILITIES, type DirtyRateInfo, type MigrateRequest, type MigrationApi, type MigrationCapabilityState, type MigrationInfo, type MigrationParameters as QmpParameters } from '../qmp/index.js';
 import { fromWire, toWire } from '../qmp/protocol.js';
 import { parseMigrationUri, type MigrationAddress } from './channel.js';
 import { runDestination } from './destination.js';
@@ -9,6 +9,7 @@ import { MigrationSettings } from './params.js';
 import { runSource } from './source.js';
 import { runRestore, runSave } from './snapshot.js';
 import { MigrationStats } from './stats.js';
+import { countDirtyPages } from './ram.js';
 import { MigrationStatus } from './status.js';
 import type { MigratableVm } from './vm-port.js';
 
@@ -69,6 +70,7 @@ export class MigrationManager implements MigrationApi {
     }
     if (this.status.status === 'completed') throw new TsvirtError('ERR_MIGRATION_STATE', 'The guest has already migrated away; it cannot migrate again');
     if (this.status.inProgress) throw new TsvirtError('ERR_MIGRATION_STATE', "There's a migration process in progress");
+    if (this.dirtyRateInfo.status === 'measuring') throw new TsvirtError('ERR_MIGRATION_STATE', 'A dirty rate measurement is running; migrate after it');
     if (request.blk || request.inc) throw new TsvirtError('ERR_MIGRATION_BLOCK', 'Block migration is not supported: use shared storage');
     const address = parseMigrationUri(request.uri);
     if (this.settings.capability('x-ignore-shared') && address.kind !== 'unix') {
@@ -156,6 +158,33 @@ export class MigrationManager implements MigrationApi {
   capabilities(): MigrationCapabilityState[] {
     const on = new Map(this.settings.queryCapabilities().map((c) => [c.capability as string, c.state]));
     return MIGRATION_CAPABILITIES.map((capability) => ({ capability, state: on.get(capability) ?? false }));
+  }
+
+  private dirtyRateInfo: DirtyRateInfo = { status: 'unstarted', startTime: 0, calcTime: 0, mode: 'dirty-bitmap' };
+
+  /**
+   * Counts the distinct pages the guest writes during `seconds` with KVM's dirty log (and the devices' writes),
+   * so an operator can compare the rate with the link before migrating.
+   */
+  calcDirtyRate(seconds: number): void {
+    if (this.dirtyRateInfo.status === 'measuring') throw new TsvirtError('ERR_DIRTY_RATE', 'A dirty rate measurement is already running');
+    if (this.status.inProgress) throw new TsvirtError('ERR_DIRTY_RATE', 'A migration is running; its query-migrate reports dirty-pages-rate');
+    const vm = this.opts.vm;
+    const started = performance.now();
+    this.dirtyRateInfo = { status: 'measuring', startTime: Math.floor(Date.now() / 1000), calcTime: seconds, mode: 'dirty-bitmap' };
+    vm.startDirtyLog();
+    vm.ram.forEach((_, r) => vm.takeDirtyPages(r));
+    setTimeout(() => {
+      let pages = 0;
+      vm.ram.forEach((_, r) => (pages += countDirtyPages(vm.takeDirtyPages(r))));
+      if (!this.status.inProgress) vm.stopDirtyLog();
+      const secondsMeasured = (performance.now() - started) / 1000;
+      this.dirtyRateInfo = { ...this.dirtyRateInfo, status: 'measured', dirtyRate: Math.round((pages * 4096) / 1e6 / secondsMeasured) };
+    }, seconds * 1000).unref();
+  }
+
+  dirtyRate(): DirtyRateInfo {
+    return this.dirtyRateInfo;
   }
 
   /** True once an outgoing migration completed (the guest has left). */

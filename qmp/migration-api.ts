@@ -157,6 +157,18 @@ export interface MigrationInfo {
   errorDesc?: string;
 }
 
+/** What query-dirty-rate reports (QEMU's DirtyRateInfo, camelCase; kebab-case on the wire). */
+export interface DirtyRateInfo {
+  status: 'unstarted' | 'measuring' | 'measured';
+  /** Megabytes per second the guest dirtied during the measurement; present once measured. */
+  dirtyRate?: number;
+  /** When the measurement started, seconds since the epoch. */
+  startTime: number;
+  /** Seconds measured. */
+  calcTime: number;
+  mode: 'dirty-bitmap';
+}
+
 /** Arguments of `migrate` (QEMU 7.2's members; `blk`, `inc` and `resume` are accepted and passed on). */
 export interface MigrateRequest {
   uri: string;
@@ -187,6 +199,10 @@ export interface MigrationApi {
   setCapabilities(changes: readonly MigrationCapabilityState[]): void | Promise<void>;
   /** Every capability in MIGRATION_CAPABILITIES order with its state. */
   capabilities(): MigrationCapabilityState[];
+  /** Starts measuring how fast the guest dirties memory for `seconds` (calc-dirty-rate). */
+  calcDirtyRate?(seconds: number): void | Promise<void>;
+  /** The last or running dirty-rate measurement (query-dirty-rate). */
+  dirtyRate?(): DirtyRateInfo;
   /** MIGRATION and MIGRATION_PASS events, if the implementation does not route them through VmApi.events. */
   readonly events?: QmpEventSource;
 }

@@ -1,6 +1,8 @@
 // Every built-in QMP command, in the order query-commands lists them.
 import type { AnyCommandDef } from '../registry.js';
+import { calcDirtyRate } from './calc-dirty-rate.js';
 import { cont } from './cont.js';
+import { queryDirtyRate } from './query-dirty-rate.js';
 import { humanMonitorCommand } from './human-monitor-command.js';
 import { migrateCancel } from './migrate-cancel.js';
 import { migrateSetCapabilities } from './migrate-set-capabilities.js';
@@ -32,6 +34,8 @@ export const BUILTIN_COMMANDS: readonly AnyCommandDef[] = Object.freeze([
   qmpCapabilities,
   queryBlock,
   queryPci,
+  calcDirtyRate,
+  queryDirtyRate,
   queryVersion,
   queryCommands,
   queryStatus,

@@ -140,6 +140,17 @@ const CASES: Case[] = [
     bad: unexpected,
   },
   {
+    command: 'calc-dirty-rate',
+    args: { 'calc-time': 1 },
+    check: (r) => expect(r.error?.desc ?? '').to.match(/^(|Dirty rate measurement is not available)$/),
+    bad: { args: { 'calc-time': 0 }, desc: "Parameter 'calc-time' expects an integer in the range of 1 to 60 seconds" },
+  },
+  {
+    command: 'query-dirty-rate',
+    check: (r) => expect((r.return as { status: string }).status).to.equal('unstarted'),
+    bad: unexpected,
+  },
+  {
     command: 'query-block',
     check: (r) => expect(r.return).to.deep.equal([]),
     bad: unexpected,
