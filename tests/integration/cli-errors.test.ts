@@ -99,6 +99,22 @@ describe('tsvirt command-line and boot-image errors', function () {
     expectOneLineError(tsvirt(['-kernel', testGuest(), '-m', '64', '-initrd', f]), /initrd .*does not fit/);
   });
 
+  it('names -drive when the disk image does not exist', () => {
+    expectOneLineError(tsvirt(['-kernel', testGuest(), '-m', '64', '-drive', `file=${path.join(dir, 'nodisk.img')},id=d0`, '-device', 'virtio-blk-pci,drive=d0,addr=0x3']),
+      /^tsvirt: -drive: id=d0,file=.*nodisk\.img: no such file$/);
+  });
+
+  it('names -device when it refers to a drive that was never defined', () => {
+    expectOneLineError(tsvirt(['-kernel', testGuest(), '-m', '64', '-device', 'virtio-blk-pci,drive=nope,addr=0x3']), /-device: .*unknown drive 'nope'/);
+  });
+
+  it('names -device when two devices claim one PCI address', () => {
+    const img = path.join(dir, 'a.img');
+    fs.writeFileSync(img, Buffer.alloc(1 << 20));
+    expectOneLineError(tsvirt(['-kernel', testGuest(), '-m', '64', '-drive', `file=${img},id=a`, '-drive', `file=${img},id=b`,
+      '-device', 'virtio-blk-pci,drive=a,id=da,addr=0x3', '-device', 'virtio-blk-pci,drive=b,id=db,addr=0x3']), /-device: virtio-blk-pci 'da' and virtio-blk-pci 'db' are both at pcie.0 slot 0x3 function 0/);
+  });
+
   it('says so when /dev/kvm cannot be opened', function () {
     const setpriv = spawnSync('sh', ['-c', 'command -v setpriv'], { encoding: 'utf8' }).stdout.trim();
     if (!setpriv || process.getuid?.() !== 0) skipBecause(this, 'needs root and setpriv to drop privileges');
