@@ -1,6 +1,6 @@
 // A private network namespace with a tap for network tests: created by the test, always deleted afterwards.
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -65,6 +65,36 @@ export class NetNs {
     fs.writeFileSync(f, source);
     try {
       return this.run(process.execPath, [f, ...args], timeoutMs);
+    } finally {
+      fs.rmSync(path.dirname(f), { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Like `run`, but without blocking the event loop, so the VMMs' consoles keep being drained meanwhile (a VMM whose
+   * serial output is not read, as QEMU's `-serial stdio` is not while `run` blocks, stalls its guest's UART).
+   */
+  runAsync(cmd: string, args: string[], timeoutMs = 60000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const child = spawn('ip', ['netns', 'exec', this.name, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      child.on('close', (status) => {
+        clearTimeout(t);
+        resolve({ status, stdout, stderr });
+      });
+    });
+  }
+
+  /** Like `node`, without blocking the event loop (see runAsync). */
+  async nodeAsync(source: string, args: string[] = [], timeoutMs = 60000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+    const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tsvirt-ns-')), 'script.mjs');
+    fs.writeFileSync(f, source);
+    try {
+      return await this.runAsync(process.execPath, [f, ...args], timeoutMs);
     } finally {
       fs.rmSync(path.dirname(f), { recursive: true, force: true });
     }
