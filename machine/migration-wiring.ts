@@ -1,7 +1,7 @@
 // Connects live migration to the machine: the machine seen through migration's MigratableVm port, and -incoming.
 
 import type { VmConfig } from './config.js';
-import { StateError } from './errors.js';
+import { ConfigError, StateError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Machine } from './machine.js';
 import type { BuiltVm } from './builder.js';
@@ -111,6 +111,7 @@ export class MachineMigrationPort implements MigratableVm {
     const before = this.machine.state;
     this.machine.setState(state);
     if (state === 'running' && before !== 'running') this.machine.emit('event', { name: 'RESUME' });
+    if (before === 'running' && state !== 'running') this.machine.emit('event', { name: 'STOP' });
   }
 
   pauseVcpus(): Promise<void> {
@@ -244,7 +245,10 @@ export function startMigrationFor(config: VmConfig, built: BuiltVm, log: Logger)
       machine.quit(1);
     },
   });
-  if (config.incoming && config.incoming.kind !== 'defer') {
+  if (config.incoming?.kind === 'defer') {
+    throw new ConfigError('incoming', "'defer' needs migrate-incoming, which tsvirt does not have yet: give the URI here");
+  }
+  if (config.incoming) {
     const inc = config.incoming;
     const uri = inc.kind === 'tcp' ? `tcp:${inc.host.includes(':') ? `[${inc.host}]` : inc.host}:${inc.port}` : `${inc.kind}:${inc.path}`;
     void manager.incoming(parseMigrationUri(uri), config.startPaused).catch(() => {});

@@ -58,7 +58,11 @@ export function connect(a: MigrationAddress, timeoutMs = 10000): Promise<net.Soc
 export async function listen(a: MigrationAddress): Promise<net.Server> {
   if (a.kind === 'file') throw new MigrationUriError('a file: URI is a snapshot, not a listener');
   const server = net.createServer({ pauseOnConnect: true });
-  if (a.kind === 'unix') fs.rmSync(a.path, { force: true });
+  if (a.kind === 'unix' && fs.existsSync(a.path)) {
+    // Replace a stale socket, but never delete a file that is not one.
+    if (!fs.statSync(a.path).isSocket()) throw new TsvirtError('ERR_MIGRATION_LISTEN', `cannot listen on unix:${a.path}: it exists and is not a socket`);
+    fs.rmSync(a.path, { force: true });
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) => reject(new TsvirtError('ERR_MIGRATION_LISTEN', `cannot listen on ${describeAddress(a)}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
     if (a.kind === 'unix') server.listen(a.path, () => resolve());

@@ -22,6 +22,9 @@ export interface ManagerOptions {
   readonly onOutgoingCompleted?: () => void;
 }
 
+/** Capabilities the parameter model knows but no code implements yet: refused rather than silently ignored. */
+const NOT_YET: ReadonlySet<string> = new Set(['multifd', 'xbzrle', 'zero-copy-send']);
+
 /** Owns the migration status, settings and the running session; what QMP's migration commands call. */
 export class MigrationManager implements MigrationApi {
   readonly events = new EventHub();
@@ -76,10 +79,12 @@ export class MigrationManager implements MigrationApi {
     if (this.settings.capability('x-ignore-shared') && address.kind !== 'unix') {
       throw new TsvirtError('ERR_MIGRATION_LOCAL', `Local migration (capability x-ignore-shared) hands memory over a unix socket on the same host; '${request.uri}' is not a unix: URI`);
     }
+    // The transition is the last check (it refuses a retry after a commit-window failure): only then are the last
+    // attempt's figures replaced.
+    this.status.transition('setup');
     this.stats = new MigrationStats(this.totalRam());
     this.stats.startedAt = performance.now();
     this.abort = new AbortController();
-    this.status.transition('setup');
     if (address.kind === 'file') {
       // A snapshot: stopped for the save, written in the background while QMP keeps answering.
       void runSave({ vm: this.opts.vm, status: this.status, stats: this.stats, log: this.opts.log }, address.path).catch((e) =>
@@ -95,7 +100,9 @@ export class MigrationManager implements MigrationApi {
         status: this.status,
         stats: this.stats,
         cancelled: this.abort.signal,
-        onPass: (pass) => events.emit({ event: 'MIGRATION_PASS', data: { pass } }),
+        onPass: (pass) => {
+          if (this.settings.capability('events')) events.emit({ event: 'MIGRATION_PASS', data: { pass } });
+        },
         log: this.opts.log,
       },
       address,
@@ -152,6 +159,11 @@ export class MigrationManager implements MigrationApi {
   }
 
   setCapabilities(changes: readonly MigrationCapabilityState[]): void {
+    for (const c of changes) {
+      if (c.state && NOT_YET.has(c.capability)) {
+        throw new TsvirtError('ERR_MIGRATION_CAPABILITY', `Capability '${c.capability}' is not implemented by this tsvirt yet`);
+      }
+    }
     this.settings.setCapabilities(changes, this.status.inProgress);
   }
 

@@ -82,7 +82,8 @@ class Replies {
     for (;;) {
       const m = this.queue.shift();
       if (m) {
-        if (m.type === 'error') throw new TsvirtError('ERR_MIGRATION_PEER', `destination reported: ${m.message}`);
+        // An explicit ERROR is a promise from the destination that it does not run the guest.
+        if (m.type === 'error') throw new TsvirtError('ERR_MIGRATION_PEER_REFUSED', `destination reported: ${m.message}`);
         return m;
       }
       if (this.closed) throw new TsvirtError('ERR_MIGRATION_PEER', `waiting for ${what}: ${this.closed.message}`);
@@ -234,7 +235,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       stats.expectedDowntimeMs = Number.isFinite(decision.expectedDowntimeMs) ? Math.round(decision.expectedDowntimeMs) : 0;
       limiter.setRate(p['max-bandwidth']);
 
-      ctx.log(`pass ${report.pass}: ${report.bytes} bytes in ${report.ms.toFixed(0)} ms, ${dirtyBytes} dirty; ${decision.reason}`);
+      if (!local) ctx.log(`pass ${report.pass}: ${report.bytes} bytes in ${report.ms.toFixed(0)} ms, ${dirtyBytes} dirty; ${decision.reason}`);
       if (decision.action === 'cancel') throw new TsvirtError('ERR_MIGRATION_TIMEOUT', `migration did not converge: ${decision.reason}`);
       if (decision.action === 'switchover') {
         // Phase: switch-over. From the pause on, the guest is down until the destination runs it.
@@ -305,16 +306,20 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       }
       socket.destroy();
     }
-    if (committed) {
+    const refused = e instanceof TsvirtError && e.code === 'ERR_MIGRATION_PEER_REFUSED';
+    if (committed && !refused) {
       // The destination may be running the guest: stay paused so the guest never runs twice.
       vm.setRunState('postmigrate');
       status.fail(`${message}; RUN was sent, so the guest may be running on the destination: the source stays paused`);
       throw e;
     }
     if (paused) vm.unquiesceDevices();
-    if (paused || wasRunning) {
-      if (wasRunning) vm.resumeVcpus();
-      vm.setRunState(wasRunning ? 'running' : 'paused');
+    // Resume what the migration paused; a guest the operator stopped meanwhile (QMP stop) stays stopped.
+    if (wasRunning && (paused || vm.isRunning())) {
+      vm.resumeVcpus();
+      vm.setRunState('running');
+    } else if (paused) {
+      vm.setRunState('paused');
     }
     if (cancelled) status.transition('cancelled');
     else status.fail(message);
