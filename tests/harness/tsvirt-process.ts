@@ -62,7 +62,7 @@ export class VmmProcess {
    * Waits until the console shows a line matching `re` after the read cursor, then moves the cursor past it.
    * Fails with the console tail and stderr when the process exits or `timeoutMs` passes first.
    */
-  async waitFor(re: RegExp, timeoutMs = 15000): Promise<RegExpMatchArray> {
+  async waitFor(re: RegExp, timeoutMs = 30000): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       // Only complete lines count, so a pattern never matches half of a line still arriving.

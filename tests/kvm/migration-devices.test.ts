@@ -55,7 +55,7 @@ describe('live migration with virtio-blk and virtio-net', function () {
     const uri = `unix:${path.join(dir, `mig-${local}.sock`)}`;
     const src = await start(ns!.tap, []);
     const dst = await start(ns!.extraTaps[0], ['-incoming', uri]);
-    await src.proc.waitFor(/READY/);
+    await src.proc.waitFor(/READY/, 60000);
 
     // The writer: 16-sector chunks, chunk k at sector 16k with seed k+1, to whichever VM runs the guest; a command
     // caught by the switch-over is simply sent again (the writes are idempotent).

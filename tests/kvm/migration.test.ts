@@ -8,7 +8,7 @@ import type { Heartbeat } from '../harness/tsvirt-process.js';
 /** Checks the heartbeat handover: the destination continues with the next sequence numbers and a consistent clock. */
 async function expectHandover(src: Vm, dst: Vm): Promise<void> {
   const last = src.beats[src.beats.length - 1];
-  await dst.proc.waitFor(new RegExp(`HB seq=${last.seq + 3} `), 10000);
+  await dst.proc.waitFor(new RegExp(`HB seq=${last.seq + 3} `), 30000);
   const first = dst.beats.find((b) => b.seq > last.seq) as Heartbeat;
   // Nothing lost, nothing repeated: the first full beat after the source's last is the next one (a beat printed
   // during the switch-over may be split between the two consoles, so one may be unreadable).
