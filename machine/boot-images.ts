@@ -65,5 +65,5 @@ export function bootGuest(machine: Machine, config: VmConfig, images: BootImages
   bsp.setFpu(fpu);
   bsp.setSregs(plan.cpu.sregs);
   bsp.setRegs({ rax: 0n, rcx: 0n, rdx: 0n, ...plan.cpu.regs });
-  machine.log.info(`boot: ${plan.kind} kernel entry 0x${plan.entry.toString(16)}, ${config.cpus} vCPU(s), ${config.memSize >> 20} MiB`);
+  machine.log.info(`boot: ${plan.kind} kernel entry 0x${plan.entry.toString(16)}, ${config.cpus} vCPU(s), ${Math.floor(config.memSize / 2 ** 20)} MiB`);
 }

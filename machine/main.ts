@@ -84,6 +84,9 @@ async function run(config: VmConfig, log: Logger): Promise<void> {
   const { startQmpFor } = await import('./qmp-wiring.js');
   const qmp = await startQmpFor(config, machine, log, migration, built.pci);
   cleanups.push(() => qmp?.closeSync());
+  // A snapshot restore resumes the guest the moment it is done. Started only now, QMP's start-up (ajv schemas: 50-90 ms
+  // of main thread, which every console byte and I/O exit of the guest waits for) cannot stall the guest it resumed.
+  if (config.incoming?.kind === 'file') (await import('./migration-wiring.js')).beginIncoming(config, migration);
   if (process.env.TSVIRT_DAEMON_CHILD && process.send) {
     process.send('ready');
     process.disconnect?.();

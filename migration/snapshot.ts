@@ -93,25 +93,26 @@ export async function runSave(ctx: SnapshotContext, path: string): Promise<void>
   }
 }
 
-/** Checks the trailer and digest of the whole file before any of it is believed. */
-function verify(path: string, fd: number, size: number): number {
+/** Checks the trailer; returns the stream size and the digest the stream must have. */
+function readTrailer(path: string, fd: number, size: number): { streamSize: number; digest: Buffer } {
   if (size < TRAILER_SIZE) throw new SnapshotError(path, `is truncated (${size} bytes)`);
   const trailer = Buffer.alloc(TRAILER_SIZE);
   fs.readSync(fd, trailer, 0, TRAILER_SIZE, size - TRAILER_SIZE);
   if (!trailer.subarray(0, TRAILER_MAGIC.length).equals(TRAILER_MAGIC)) {
     throw new SnapshotError(path, 'has no snapshot trailer: it is truncated or not a tsvirt snapshot');
   }
-  const hash = createHash('sha256');
+  return { streamSize: size - TRAILER_SIZE, digest: trailer.subarray(TRAILER_MAGIC.length) };
+}
+
+/** Hashes the stream from `pos` to `end` into `hash` (the rest of a stream whose parsing failed). */
+function hashRest(path: string, fd: number, hash: ReturnType<typeof createHash>, pos: number, end: number): void {
   const buf = Buffer.allocUnsafe(READ_CHUNK);
-  const streamSize = size - TRAILER_SIZE;
-  for (let pos = 0; pos < streamSize; ) {
-    const n = fs.readSync(fd, buf, 0, Math.min(READ_CHUNK, streamSize - pos), pos);
+  while (pos < end) {
+    const n = fs.readSync(fd, buf, 0, Math.min(READ_CHUNK, end - pos), pos);
     if (n <= 0) throw new SnapshotError(path, 'could not be read to the end');
     hash.update(buf.subarray(0, n));
     pos += n;
   }
-  if (!hash.digest().equals(trailer.subarray(TRAILER_MAGIC.length))) throw new SnapshotError(path, 'is corrupted (its SHA-256 does not match)');
-  return streamSize;
 }
 
 /**
@@ -128,7 +129,10 @@ export async function runRestore(ctx: SnapshotContext & { startPaused: boolean }
     throw new SnapshotError(path, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message);
   }
   try {
-    const streamSize = verify(path, fd, fs.fstatSync(fd).size);
+    // One pass: the file is hashed as it is read into guest memory, and the digest is checked before the guest runs. A
+    // damaged file may fail to parse first; the rest is then hashed so a corruption is still reported as one.
+    const { streamSize, digest } = readTrailer(path, fd, fs.fstatSync(fd).size);
+    const hash = createHash('sha256');
     let header: { arch: string; vendor: string } | undefined;
     let ran = false;
     const reader = new StreamReader({
@@ -138,9 +142,10 @@ export async function runRestore(ctx: SnapshotContext & { startPaused: boolean }
           stats.normalPages += length >>> 12;
           return vm.ram[region].bytes.subarray(offset, offset + length);
         },
-        zero: (region, offset, length) => {
+        // The restoring VM's memory is fresh from memfd_create (it never ran) and a snapshot carries each page once:
+        // zero pages are already zero, and writing zeros would only allocate them.
+        zero: (_region, _offset, length) => {
           stats.zeroPages += length >>> 12;
-          vm.ram[region].bytes.fill(0, offset, offset + length);
         },
       },
       onMessage: (m) => {
@@ -157,15 +162,24 @@ export async function runRestore(ctx: SnapshotContext & { startPaused: boolean }
         }
       },
     });
+    const corrupted = () => new SnapshotError(path, 'is corrupted (its SHA-256 does not match)');
     for (let pos = 0; pos < streamSize; ) {
       const into = reader.readBuffer();
       const want = Math.min(into.length, streamSize - pos);
       const n = fs.readSync(fd, into, 0, want, pos);
       if (n <= 0) throw new SnapshotError(path, 'could not be read to the end');
-      reader.commit(n);
+      hash.update(into.subarray(0, n));
       stats.transferredBytes += n;
       pos += n;
+      try {
+        reader.commit(n);
+      } catch (e) {
+        hashRest(path, fd, hash, pos, streamSize);
+        if (!hash.digest().equals(digest)) throw corrupted();
+        throw e;
+      }
     }
+    if (!hash.digest().equals(digest)) throw corrupted();
     reader.finish();
     if (!ran) throw new SnapshotError(path, 'ends before the guest state is complete');
     vm.afterIncoming();

@@ -31,6 +31,7 @@ export const O_CLOEXEC = 0o2000000;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 0x01;
+export const MAP_FIXED = 0x10;
 export const MAP_FAILED = 0xffffffffffffffffn;
 export const MFD_CLOEXEC = 1;
 export const SIGUSR2 = 12;
@@ -82,6 +83,15 @@ export function mmapShared(fd: number, len: number, offset = 0): NativePointer {
   const p = c.mmap(null, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
   if (koffi.address(p) === MAP_FAILED) fail('mmap', `of ${len} bytes`);
   return p;
+}
+
+/**
+ * Maps `len` bytes of `fd` shared and read-write over the existing mapping at `p` (MAP_FIXED): the address stays, so
+ * every view of it and any KVM memory slot over it stay valid (KVM drops the old pages through its MMU notifier).
+ */
+export function mmapSharedAt(p: NativePointer, fd: number, len: number): void {
+  const q = c.mmap(p, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+  if (koffi.address(q) !== koffi.address(p)) fail('mmap', `MAP_FIXED of ${len} bytes`);
 }
 
 export function munmap(p: NativePointer, len: number): void {
