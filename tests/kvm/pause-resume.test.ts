@@ -50,7 +50,7 @@ describe('pause and resume from the host', function () {
       for (let i = 1; i < beats.length; i++) if (beats[i].at - beats[i - 1].at > beats[gapIndex].at - beats[gapIndex - 1].at) gapIndex = i;
       const hostGap = beats[gapIndex].at - beats[gapIndex - 1].at;
       const pause = resumedAt - pausedAt;
-      expect(beats[gapIndex - 1].at).to.be.below(pausedAt + 50);
+      expect(beats[gapIndex - 1].at).to.be.below(pausedAt + 200);
       expect(hostGap).to.be.within(pause - 50, pause + 400);
       // The guest's clock (kvmclock) kept time through the pause: its gap matches the host's within 0.2 s.
       const guestGapMs = Number(beats[gapIndex].t - beats[gapIndex - 1].t) / 1e6;
