@@ -259,15 +259,15 @@ export function helpText(): string {
 /** Flag occurrences in command-line order, keyed by canonical flag name. */
 type Occurrences = Map<string, string[]>;
 
-/**
- * Splits argv into flags and their values with QEMU's rule: a flag that takes a value takes the next
- * word whatever it looks like (so `-append "-v"` works); only `-D`'s optional value is guessed.
- */
 /*
  * Written here rather than with yargs (a dependency the project keeps): QEMU's and StratoVirt's rule is that a flag
  * taking a value takes the next word whatever it looks like, and yargs, even with short-option-groups and
  * camel-case-expansion off, took `-append "-quiet x"` apart into an empty append plus an option named `quiet x`, and
  * read `-daemonize=yes` as false. A tokenizer driven by the flag table below is short and exact.
+ */
+/**
+ * Splits argv into flags and their values with QEMU's rule: a flag that takes a value takes the next
+ * word whatever it looks like (so `-append "-v"` works); only `-D`'s optional value is guessed.
  */
 function tokenize(argv: string[]): Occurrences {
   const seen: Occurrences = new Map();
