@@ -28,26 +28,15 @@ export class GuestMemoryError extends TsvirtError {
  * migration merges that bitmap with KVM's dirty log.
  */
 export class GuestMemory {
-  private regionList: MemoryRegion[];
+  readonly regions: readonly MemoryRegion[];
   readonly totalSize: number;
   private readonly dirty: Uint32Array[];
   private tracking = false;
 
   constructor(regions: MemoryRegion[]) {
-    this.regionList = [...regions].sort((a, b) => a.gpa - b.gpa);
-    this.totalSize = this.regionList.reduce((n, r) => n + r.size, 0);
-    this.dirty = this.regionList.map((r) => new Uint32Array(Math.ceil(r.size / 4096 / 32)));
-  }
-
-  get regions(): readonly MemoryRegion[] {
-    return this.regionList;
-  }
-
-  /** Points region `index` at other host memory of the same size (a local migration's adopted memfd). */
-  replaceRegion(index: number, bytes: Uint8Array): void {
-    const old = this.regionList[index];
-    if (!old || bytes.length !== old.size) throw new GuestMemoryError(old?.gpa ?? 0, bytes.length);
-    this.regionList[index] = { gpa: old.gpa, size: old.size, bytes };
+    this.regions = [...regions].sort((a, b) => a.gpa - b.gpa);
+    this.totalSize = this.regions.reduce((n, r) => n + r.size, 0);
+    this.dirty = this.regions.map((r) => new Uint32Array(Math.ceil(r.size / 4096 / 32)));
   }
 
   /** Finds the region holding [gpa, gpa+len) entirely; throws GuestMemoryError otherwise. */

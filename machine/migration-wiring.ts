@@ -18,7 +18,6 @@ import type { Blobs } from '../migration/format.js';
 import { checkBlobs, CLOCK_BLOB_SIZES, IRQCHIP_BLOB_SIZES, PIT_BLOB_SIZES, vcpuBlobs, vcpuStateFromBlobs } from '../migration/kvm-state.js';
 import type { DeviceSnapshot, MigratableVm, RamRegionPort } from '../migration/vm-port.js';
 import { MigrationManager } from '../migration/manager.js';
-import { parseMigrationUri } from '../migration/channel.js';
 import { deviceId } from './pci-devices.js';
 import { VcpuThrottle } from './throttle.js';
 
@@ -27,18 +26,21 @@ const CHIPS = [['pic_master', IRQCHIP_PIC_MASTER], ['pic_slave', IRQCHIP_PIC_SLA
 
 /** The machine as migration sees it. */
 export class MachineMigrationPort implements MigratableVm {
+  /**
+   * Built once: the page loops on both sides index it per batch. adoptMemory maps the new memfds over the same
+   * addresses, so these views stay valid for the VM's life.
+   */
+  readonly ram: readonly RamRegionPort[];
   private readonly kvmBitmaps: Uint8Array[];
   private readonly throttle: VcpuThrottle;
 
   constructor(private readonly machine: Machine, private readonly config: VmConfig, private readonly built: BuiltVm) {
     // KVM_GET_DIRTY_LOG fills one bit per page, in 64-bit words.
+    this.ram = machine.ram.backings.map((b) => ({ gpa: b.range.gpa, size: b.range.size, bytes: b.bytes }));
     this.throttle = new VcpuThrottle(machine);
     this.kvmBitmaps = machine.ram.backings.map((b) => new Uint8Array(Math.ceil(b.range.size / 4096 / 64) * 8));
   }
 
-  get ram(): readonly RamRegionPort[] {
-    return this.machine.ram.backings.map((b) => ({ gpa: b.range.gpa, size: b.range.size, bytes: b.bytes }));
-  }
 
   memoryFds(): number[] {
     return this.machine.ram.backings.map((b) => b.fd);
@@ -254,6 +256,6 @@ export function startMigrationFor(config: VmConfig, built: BuiltVm, log: Logger)
 export function beginIncoming(config: VmConfig, manager: MigrationManager): void {
   const inc = config.incoming;
   if (!inc || inc.kind === 'defer') return;
-  const uri = inc.kind === 'tcp' ? `tcp:${inc.host.includes(':') ? `[${inc.host}]` : inc.host}:${inc.port}` : `${inc.kind}:${inc.path}`;
-  void manager.incoming(parseMigrationUri(uri), config.startPaused).catch(() => {});
+  // The command line already parsed the URI into the same shape a migration address has.
+  void manager.incoming(inc, config.startPaused).catch(() => {});
 }

@@ -20,7 +20,7 @@ export interface DeviceSnapshot {
 
 /** What a VM offers migration; implemented by the machine's composition layer. */
 export interface MigratableVm {
-  /** The RAM regions; re-read after adoptMemory, which replaces them. */
+  /** The RAM regions (adoptMemory keeps their addresses, so these views stay valid). */
   readonly ram: readonly RamRegionPort[];
   readonly vcpuCount: number;
   /** The CONFIG section: what must match on the destination. */
