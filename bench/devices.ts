@@ -25,6 +25,7 @@ import { GUEST_IP, HOST_IP, NetNs, UDP_ECHO_CLIENT } from '../tests/harness/netn
 import { tsvirtMain } from '../tests/harness/paths.js';
 import { QmpClient } from '../tests/harness/qmp-client.js';
 import { VmmProcess } from '../tests/harness/tsvirt-process.js';
+import { cpuDelta, cpuSnap, fmt as fmtCommon, median as medianCommon, type CpuSnap, type CpuUse } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const UDP_MIB = Number(process.env.BENCH_UDP_MIB ?? 8);
@@ -69,58 +70,15 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
 
-function median(xs: number[]): number {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
 
-const fmt = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : '-');
+const fmt = (x: number, digits = 1) => fmtCommon(x, digits);
+/** NaN (not undefined) when there is nothing, so ratios of missing rows print as '-'. */
+const median = (xs: number[]): number => medianCommon(xs) ?? NaN;
+type Cpu = CpuUse;
 const log = (m: string) => process.stderr.write(`${m}\n`);
 
-type CpuSnap = Map<string, { comm: string; ns: number }>;
 
-function cpuSnap(pid: number | undefined): CpuSnap {
-  const threads: CpuSnap = new Map();
-  if (pid === undefined) return threads;
-  try {
-    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-      try {
-        const ns = Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-        const comm = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-        threads.set(tid, { comm, ns });
-      } catch {
-        // Thread ended meanwhile.
-      }
-    }
-  } catch {
-    // Process gone.
-  }
-  return threads;
-}
 
-interface Cpu {
-  /** Whole process, 100 = one core. */
-  pct: number;
-  /** The vCPU thread. */
-  vcpu: number;
-  /** Busiest threads, for stderr. */
-  top: string;
-}
-
-function cpuDelta(a: CpuSnap, b: CpuSnap, pid: number | undefined, vcpuTids: Set<string>, ms: number): Cpu {
-  const per: { name: string; pct: number }[] = [];
-  let pct = 0;
-  let vcpu = 0;
-  for (const [tid, t] of b) {
-    const p = ((t.ns - (a.get(tid)?.ns ?? 0)) / 1e6 / ms) * 100;
-    pct += p;
-    if (vcpuTids.has(tid)) vcpu += p;
-    if (p >= 1) per.push({ name: tid === String(pid) ? 'main' : vcpuTids.has(tid) ? 'vcpu' : `${t.comm}/${tid}`, pct: p });
-  }
-  per.sort((x, y) => y.pct - x.pct);
-  return { pct, vcpu, top: per.slice(0, 5).map((p) => `${p.name} ${p.pct.toFixed(0)}%`).join(', ') };
-}
 
 /** Runs a command to completion asynchronously (the VMs' consoles keep draining meanwhile); killed after `timeoutMs`. */
 function runAsync(cmd: string, args: string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
@@ -197,7 +155,7 @@ async function measured<T>(vm: Vm, fn: () => Promise<T>): Promise<{ value: T; ms
   const t0 = performance.now();
   const value = await fn();
   const ms = performance.now() - t0;
-  const cpu = cpuDelta(a, cpuSnap(pid), pid, vm.vcpuTids, ms);
+  const cpu = cpuDelta(a, cpuSnap(pid), pid, vm.vcpuTids, ms, { minPct: 1, top: 5 });
   return { value, ms, cpu };
 }
 

@@ -16,6 +16,7 @@ import { testGuest } from '../tests/harness/guest.js';
 import { tsvirtMain } from '../tests/harness/paths.js';
 import { QmpClient } from '../tests/harness/qmp-client.js';
 import { VmmProcess } from '../tests/harness/tsvirt-process.js';
+import { fmt, median, ratio } from './common.js';
 
 const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
 const HB_MS = Number(process.env.BENCH_HB_MS ?? 10);
@@ -592,19 +593,8 @@ async function localPhases(s: Scenario): Promise<string[]> {
 // ---------------------------------------------------------------------------------------------------------------
 // Reporting
 
-function median(xs: (number | undefined)[]): number | undefined {
-  const v = xs.filter((x): x is number => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return undefined;
-  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-}
 
-function fmt(x: number | undefined, digits = 0): string {
-  return x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
-}
 
-function ratio(a: number | undefined, b: number | undefined): string {
-  return a === undefined || b === undefined || b === 0 ? '-' : (a / b).toFixed(2);
-}
 
 const runs = (xs: (number | undefined)[], d = 0) => xs.map((x) => fmt(x, d)).join('/');
 

@@ -13,6 +13,7 @@ import { freePort } from '../tests/harness/migration.js';
 import { testGuest } from '../tests/harness/guest.js';
 import { QmpClient } from '../tests/harness/qmp-client.js';
 import { VmmProcess } from '../tests/harness/tsvirt-process.js';
+import { cpuDelta, cpuMerge, cpuSnap, fmt, median, ratio, type CpuSnap } from './common.js';
 
 const RUNS = process.env.BENCH_QUICK === '1' ? 1 : Number(process.env.BENCH_RUNS ?? 3);
 /** How long one migration may take before it counts as "did not converge" and is cancelled. */
@@ -143,46 +144,8 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 // ---------------------------------------------------------------------------------------------------------------
 // CPU accounting from /proc/PID/task/TID/schedstat (ns on CPU per thread), so sub-second migrations are measured too.
 
-type CpuSnap = Map<string, { comm: string; ns: number }>;
 
-function cpuSnap(pid: number | undefined): CpuSnap {
-  const threads: CpuSnap = new Map();
-  if (pid === undefined) return threads;
-  try {
-    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-      try {
-        const ns = Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-        const comm = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-        threads.set(tid, { comm, ns });
-      } catch {
-        // Thread ended meanwhile.
-      }
-    }
-  } catch {
-    // Process gone.
-  }
-  return threads;
-}
 
-/** Adds a fresh snapshot into `acc`: threads that ended keep their last sampled time (QEMU's migration thread exits). */
-function cpuMerge(acc: CpuSnap, pid: number | undefined): void {
-  for (const [tid, t] of cpuSnap(pid)) acc.set(tid, t);
-}
-
-/** CPU percent (100 = one core) of the process, of its vCPU threads, and of its busiest threads between two snapshots. */
-function cpuDelta(a: CpuSnap, b: CpuSnap, pid: number | undefined, vcpuTids: Set<string>, ms: number): { pct: number; vcpu: number; top: string } {
-  const per: { name: string; pct: number }[] = [];
-  let pct = 0;
-  let vcpu = 0;
-  for (const [tid, t] of b) {
-    const p = ((t.ns - (a.get(tid)?.ns ?? 0)) / 1e6 / ms) * 100;
-    pct += p;
-    if (vcpuTids.has(tid)) vcpu += p;
-    if (p >= 0.5) per.push({ name: tid === String(pid) ? 'main' : vcpuTids.has(tid) ? 'vcpu' : `${t.comm}/${tid}`, pct: p });
-  }
-  per.sort((x, y) => y.pct - x.pct);
-  return { pct, vcpu, top: per.slice(0, 4).map((p) => `${p.name} ${p.pct.toFixed(0)}%`).join(', ') };
-}
 
 async function vcpuThreads(vm: Vm): Promise<Set<string>> {
   try {
@@ -367,19 +330,8 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
 // ---------------------------------------------------------------------------------------------------------------
 // Reporting
 
-function median(xs: number[]): number | undefined {
-  if (xs.length === 0) return undefined;
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
 
-function fmt(x: number | undefined, digits = 0): string {
-  return x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
-}
 
-function ratio(a: number | undefined, b: number | undefined): string {
-  return a === undefined || b === undefined || b === 0 ? '-' : (a / b).toFixed(2);
-}
 
 interface Summary {
   ok: string;

@@ -1,0 +1,66 @@
+// What every benchmark shares: medians and table formatting, and per-thread CPU time from /proc.
+
+import * as fs from 'node:fs';
+
+/** Median of the finite values; undefined when there are none. */
+export function median(xs: readonly (number | undefined)[]): number | undefined {
+  const v = xs.filter((x): x is number => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return undefined;
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+}
+
+export function fmt(x: number | undefined, digits = 0): string {
+  return x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
+}
+
+export function ratio(a: number | undefined, b: number | undefined): string {
+  return a === undefined || b === undefined || b === 0 ? '-' : (a / b).toFixed(2);
+}
+
+/** ns on CPU per thread of a process, from /proc/PID/task/TID/schedstat, so sub-second intervals are measured too. */
+export type CpuSnap = Map<string, { comm: string; ns: number }>;
+
+export function cpuSnap(pid: number | undefined): CpuSnap {
+  const threads: CpuSnap = new Map();
+  if (pid === undefined) return threads;
+  try {
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const ns = Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        const comm = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+        threads.set(tid, { comm, ns });
+      } catch {
+        // Thread ended meanwhile.
+      }
+    }
+  } catch {
+    // Process gone.
+  }
+  return threads;
+}
+
+/** Adds a fresh snapshot into `acc`: threads that ended keep their last sampled time (QEMU's migration thread exits). */
+export function cpuMerge(acc: CpuSnap, pid: number | undefined): void {
+  for (const [tid, t] of cpuSnap(pid)) acc.set(tid, t);
+}
+
+/** CPU use between two snapshots: whole process and vCPU threads (100 = one core), and the busiest threads as text. */
+export interface CpuUse {
+  pct: number;
+  vcpu: number;
+  top: string;
+}
+
+export function cpuDelta(a: CpuSnap, b: CpuSnap, pid: number | undefined, vcpuTids: Set<string>, ms: number, opts = { minPct: 0.5, top: 4 }): CpuUse {
+  const per: { name: string; pct: number }[] = [];
+  let pct = 0;
+  let vcpu = 0;
+  for (const [tid, t] of b) {
+    const p = ((t.ns - (a.get(tid)?.ns ?? 0)) / 1e6 / ms) * 100;
+    pct += p;
+    if (vcpuTids.has(tid)) vcpu += p;
+    if (p >= opts.minPct) per.push({ name: tid === String(pid) ? 'main' : vcpuTids.has(tid) ? 'vcpu' : `${t.comm}/${tid}`, pct: p });
+  }
+  per.sort((x, y) => y.pct - x.pct);
+  return { pct, vcpu, top: per.slice(0, opts.top).map((p) => `${p.name} ${p.pct.toFixed(0)}%`).join(', ') };
+}
