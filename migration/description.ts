@@ -32,6 +32,27 @@ export interface VmDescription {
   devices: DeviceDescription[];
   /** Local migration: the source hands its RAM over (memfds over the unix socket) instead of sending pages. */
   memoryHandover?: boolean;
+  /** Stream 1.1: RAM comes over this many extra connections to the same address, each opened with `session`. */
+  multifd?: MultifdDescription;
+}
+
+/** How the RAM of a multifd migration travels. Not part of the VM: the destination does not compare it. */
+export interface MultifdDescription {
+  channels: number;
+  compression: 'none' | 'zlib';
+  /** 32 lowercase hex digits, repeated in every channel's preamble. */
+  session: string;
+}
+
+const MAX_CHANNELS = 255;
+
+function multifd(v: unknown): MultifdDescription {
+  const o = record(v, 'multifd');
+  const compression = str(o.compression, 'multifd.compression');
+  if (compression !== 'none' && compression !== 'zlib') fail('multifd.compression', `'${compression.slice(0, 20)}' is not none or zlib`);
+  const session = str(o.session, 'multifd.session');
+  if (!/^[0-9a-f]{32}$/.test(session)) fail('multifd.session', 'must be 32 lowercase hex digits');
+  return { channels: int(o.channels, 'multifd.channels', 1, MAX_CHANNELS), compression, session };
 }
 
 /** Bounds on a description: far above what tsvirt builds, low enough to keep hostile input cheap. */
@@ -133,6 +154,7 @@ export function parseVmDescription(json: unknown): VmDescription {
     cpuFeatures,
     devices,
     ...(o.memoryHandover === undefined ? {} : { memoryHandover: o.memoryHandover === true }),
+    ...(o.multifd === undefined ? {} : { multifd: multifd(o.multifd) }),
   };
 }
 

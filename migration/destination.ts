@@ -6,13 +6,14 @@ import { describeAddress, listen, withDirectReads, type MigrationAddress } from 
 import { compareVms } from './compat.js';
 import { MigrationCompatError } from './errors.js';
 import type { StreamMessage } from './format.js';
-import { StreamReader } from './reader.js';
+import { StreamReader, type RamSink } from './reader.js';
 import type { MigrationStats } from './stats.js';
 import type { MigrationStatus } from './status.js';
 import type { MigratableVm } from './vm-port.js';
 import { ReplyWriter } from './writer.js';
 import { applyStateMessage } from './apply-state.js';
 import { receiveFds } from '../machine/host/fd-passing.js';
+import { MultifdReceiver } from './multifd-destination.js';
 
 const PAGE_SHIFT = 12;
 
@@ -52,8 +53,14 @@ export async function runDestination(ctx: DestinationContext, address: Migration
   const server = await listen(address);
   ctx.log(`waiting for an incoming migration on ${describeAddress(address)}`);
   const accepted = await new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-  server.close();
-  if (address.kind === 'unix') server.once('close', () => {});
+  // The listener stays open until the CONFIG says whether multifd channels follow on the same address.
+  const early: net.Socket[] = [];
+  let onChannel: ((s: net.Socket) => void) | undefined;
+  server.on('connection', (s: net.Socket) => (onChannel ? onChannel(s) : early.push(s)));
+  const stopListening = () => {
+    if (server.listening) server.close();
+    for (const s of early.splice(0)) s.destroy();
+  };
   stats.startedAt = performance.now();
 
   const replies = new ReplyWriter();
@@ -61,11 +68,29 @@ export async function runDestination(ctx: DestinationContext, address: Migration
   let socket: net.Socket | undefined;
   let header: { arch: string; vendor: string } | undefined;
   let done = false;
+  let multifd: MultifdReceiver | undefined;
+  /** Sections after the final pass wait here until every multifd channel has delivered its last pages. */
+  let held: StreamMessage[] | undefined;
+
+  const ramSink: RamSink = {
+    target: (region, offset, length) => {
+      const r = vm.ram[region];
+      written.mark(region, offset, length);
+      stats.normalPages += length >>> PAGE_SHIFT;
+      return r.bytes.subarray(offset, offset + length);
+    },
+    zero: (region, offset, length) => {
+      stats.zeroPages += length >>> PAGE_SHIFT;
+      written.clearWritten(region, offset, length, vm.ram[region].bytes);
+    },
+  };
 
   return new Promise<void>((resolve, reject) => {
     const fail = (e: unknown) => {
       if (done) return;
       done = true;
+      stopListening();
+      multifd?.destroy();
       const message = (e as Error).message;
       if (status.can('failed')) status.fail(message);
       try {
@@ -78,6 +103,11 @@ export async function runDestination(ctx: DestinationContext, address: Migration
     };
 
     const onMessage = (m: StreamMessage): void => {
+      if (held) {
+        held.push(m);
+        return;
+      }
+      if (m.type === 'pass-end' && m.final && multifd && !multifd.complete) held = [];
       if (applyStateMessage(vm, m, true)) return;
       switch (m.type) {
         case 'header':
@@ -87,6 +117,23 @@ export async function runDestination(ctx: DestinationContext, address: Migration
         case 'config': {
           const mismatches = compareVms({ ...header!, description: m.description }, { arch: 'x86_64', vendor: vm.cpuVendor(), description: vm.description() });
           if (mismatches.length) throw new MigrationCompatError(mismatches);
+          if (m.description.multifd && m.description.memoryHandover) throw new TsvirtError('ERR_MIGRATION_PEER', 'CONFIG asks for multifd channels and a memory hand-over at once');
+          if (m.description.multifd) {
+            const plan = m.description.multifd;
+            multifd = new MultifdReceiver(plan, m.description, ramSink, {
+              onBytes: (n) => (stats.transferredBytes += n),
+              onComplete: () => {
+                stopListening();
+                releaseHeld();
+              },
+              onFail: fail,
+            });
+            onChannel = (s) => multifd!.adopt(s);
+            for (const s of early.splice(0)) multifd.adopt(s);
+            ctx.log(`multifd: expecting ${plan.channels} channels, compression ${plan.compression}`);
+          } else {
+            stopListening();
+          }
           if (m.description.memoryHandover) {
             if (address.kind !== 'unix') throw new TsvirtError('ERR_MIGRATION_LOCAL', 'memory hand-over needs a unix: socket');
             // The memfds come as ancillary data, which Node's reads would drop: stop reading the stream, take them
@@ -129,6 +176,21 @@ export async function runDestination(ctx: DestinationContext, address: Migration
       }
     };
 
+    /** Replays what arrived after the final pass once all RAM is in (multifd). */
+    const releaseHeld = () => {
+      const queue = held;
+      held = undefined;
+      if (!queue) return;
+      try {
+        for (const m of queue) {
+          if (done) return;
+          onMessage(m);
+        }
+      } catch (e) {
+        fail(e);
+      }
+    };
+
     /** Waits (polling the socket, up to 10 s) for the source's memfds, then maps them in place of our own RAM. */
     const adoptHandedOverMemory = () => {
       const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
@@ -151,22 +213,7 @@ export async function runDestination(ctx: DestinationContext, address: Migration
       poll();
     };
 
-    const reader = new StreamReader({
-      direction: 'stream',
-      onMessage,
-      ram: {
-        target: (region, offset, length) => {
-          const r = vm.ram[region];
-          written.mark(region, offset, length);
-          stats.normalPages += length >>> PAGE_SHIFT;
-          return r.bytes.subarray(offset, offset + length);
-        },
-        zero: (region, offset, length) => {
-          stats.zeroPages += length >>> PAGE_SHIFT;
-          written.clearWritten(region, offset, length, vm.ram[region].bytes);
-        },
-      },
-    });
+    const reader = new StreamReader({ direction: 'stream', onMessage, ram: ramSink });
 
     socket = withDirectReads(
       accepted,

@@ -12,7 +12,17 @@ export const STREAM_MAGIC: Uint8Array = Uint8Array.of(0x89, 0x54, 0x53, 0x56, 0x
  */
 export const FORMAT_MAJOR = 1;
 /** See FORMAT_MAJOR. */
-export const FORMAT_MINOR = 0;
+export const FORMAT_MINOR = 1;
+
+/**
+ * What each minor version added. A source writes its own version; a destination reads any minor up to its own.
+ * 1.1: multifd data channels (CHANNEL preamble, CHANNEL_SYNC), zlib-compressed RAM_PAGES payloads (batch flag
+ * BATCH_ZLIB) and XBZRLE page deltas.
+ */
+export const FORMAT_HISTORY: Readonly<Record<number, string>> = {
+  0: 'single stream, ZERO and NORMAL pages',
+  1: 'multifd channels, zlib payloads, XBZRLE deltas',
+};
 
 /** The only architecture tsvirt runs; sent so a future port refuses streams it cannot load. */
 export const STREAM_ARCH = 'x86_64';
@@ -38,6 +48,8 @@ export const SectionType = {
   PIT: 0x06,
   CLOCK: 0x07,
   DEVICE_STATE: 0x08,
+  /** Ends a multifd channel's share of one pass (body: u32 pass, u32 flags); the final one ends the channel. */
+  CHANNEL_SYNC: 0x09,
   END: 0x0f,
   RUN: 0x10,
   ACCEPT: 0x20,
@@ -73,6 +85,7 @@ export const SECTION_VERSIONS: Readonly<Record<SectionType, { readonly current: 
   [SectionType.PIT]: { current: 1, oldest: 1 },
   [SectionType.CLOCK]: { current: 1, oldest: 1 },
   [SectionType.DEVICE_STATE]: { current: 1, oldest: 1 },
+  [SectionType.CHANNEL_SYNC]: { current: 1, oldest: 1 },
   [SectionType.END]: { current: 1, oldest: 1 },
   [SectionType.RUN]: { current: 1, oldest: 1 },
   [SectionType.ACCEPT]: { current: 1, oldest: 1 },
@@ -87,7 +100,10 @@ export const PageEncoding = {
   ZERO: 0,
   /** The pages' bytes as they are: payload = pages x 4096. */
   NORMAL: 1,
-  /** Reserved: XOR-delta against the previous copy, run-length coded (QEMU's XBZRLE). */
+  /**
+   * One page as a delta against the copy the source sent before (QEMU's XBZRLE idea; see xbzrle.ts): pairs of
+   * (unchanged byte count, changed byte count, changed bytes), counts as LEB128. Payload: the delta.
+   */
   XBZRLE: 2,
   /** Reserved: the pages zlib-compressed as one block. */
   ZLIB: 3,
@@ -96,6 +112,22 @@ export const PageEncoding = {
 } as const;
 /** A page encoding code. */
 export type PageEncoding = (typeof PageEncoding)[keyof typeof PageEncoding];
+
+/** RAM_PAGES batch flag (in the header's former reserved u16): the NORMAL payload follows as one raw-deflate block. */
+export const BATCH_ZLIB = 1;
+/** Largest zlib block a batch may carry for `raw` bytes of pages (deflate's worst case plus slack). */
+export function maxZlibPayload(raw: number): number {
+  return raw + Math.ceil(raw / 1000) + 1024;
+}
+/** Every batch flag this build understands. */
+export const BATCH_FLAGS = BATCH_ZLIB;
+
+/** First bytes of a multifd data channel: "\x89TSVCHN\n". */
+export const CHANNEL_MAGIC: Uint8Array = Uint8Array.of(0x89, 0x54, 0x53, 0x56, 0x43, 0x48, 0x4e, 0x0a);
+/** Channel preamble: magic (8), major (u16), minor (u16), channel index (u16), channel count (u16), session (16 bytes). */
+export const CHANNEL_PREAMBLE_SIZE = 32;
+/** Length of the session id that ties data channels to their main stream (hex in CONFIG, raw in the preamble). */
+export const SESSION_BYTES = 16;
 
 /** RAM_PASS_END flag: this pass ran with the vCPUs stopped; device and vCPU state follow. */
 export const PASS_FINAL = 1;
@@ -144,6 +176,7 @@ export function maxBodySize(type: SectionType, limits: StreamLimits): number {
     case SectionType.CONFIG: return limits.configBytes;
     case SectionType.RAM_PAGES: return RAM_BATCH_HEADER_SIZE + limits.batchEntries * RAM_ENTRY_SIZE + limits.batchPages * PAGE_SIZE;
     case SectionType.RAM_PASS_END: return 12;
+    case SectionType.CHANNEL_SYNC: return 8;
     case SectionType.VCPU_STATE: return limits.vcpuBytes;
     case SectionType.IRQCHIP:
     case SectionType.PIT:
@@ -189,6 +222,8 @@ export type StreamMessage =
   | { type: 'header'; header: StreamHeader }
   | { type: 'config'; description: VmDescription }
   | { type: 'pass-end'; pass: number; dirtySyncs: number; final: boolean }
+  | { type: 'channel-sync'; pass: number; final: boolean }
+  | { type: 'channel'; major: number; minor: number; index: number; count: number; session: string }
   | { type: 'vcpu'; index: number; blobs: Blobs }
   | { type: 'irqchip' | 'pit' | 'clock'; blobs: Blobs }
   | { type: 'device'; id: string; version: number; encoding: 'json'; state: unknown }
@@ -201,9 +236,9 @@ export type StreamMessage =
   | { type: 'error'; message: string; code?: string };
 
 /** Which direction a reader or writer handles: the source's stream, or the destination's replies. */
-export type StreamDirection = 'stream' | 'replies';
+export type StreamDirection = 'stream' | 'replies' | 'channel';
 
-type Phase = 'config' | 'ram' | 'state' | 'end' | 'accept' | 'ready' | 'running' | 'done';
+type Phase = 'config' | 'ram' | 'state' | 'end' | 'accept' | 'ready' | 'running' | 'channel' | 'done';
 
 /** Per phase, the sections allowed and the phase each leads to (ERROR is allowed in every phase but done). */
 const ORDER: Readonly<Record<Phase, ReadonlyMap<SectionType, Phase>>> = {
@@ -217,6 +252,7 @@ const ORDER: Readonly<Record<Phase, ReadonlyMap<SectionType, Phase>>> = {
   accept: new Map([[SectionType.ACCEPT, 'ready']]),
   ready: new Map([[SectionType.READY, 'running']]),
   running: new Map([[SectionType.RUNNING, 'done']]),
+  channel: new Map<SectionType, Phase>([[SectionType.RAM_PAGES, 'channel'], [SectionType.CHANNEL_SYNC, 'channel']]),
   done: new Map(),
 };
 
@@ -228,6 +264,7 @@ const EXPECTING: Readonly<Record<Phase, string>> = {
   accept: 'ACCEPT',
   ready: 'READY',
   running: 'RUNNING',
+  channel: 'RAM_PAGES or CHANNEL_SYNC',
   done: 'nothing (the stream is complete)',
 };
 
@@ -240,7 +277,7 @@ export class SectionOrder {
   private phase: Phase;
 
   constructor(readonly direction: StreamDirection) {
-    this.phase = direction === 'stream' ? 'config' : 'accept';
+    this.phase = direction === 'stream' ? 'config' : direction === 'channel' ? 'channel' : 'accept';
   }
 
   /** True once the direction's last section (RUN, RUNNING or an ERROR) has passed. */
@@ -267,6 +304,8 @@ export class SectionOrder {
   admit(type: SectionType, final = false): void {
     this.check(type);
     if (type === SectionType.ERROR) this.phase = 'done';
-    else this.phase = type === SectionType.RAM_PASS_END && final ? 'state' : ORDER[this.phase].get(type)!;
+    else if (final && type === SectionType.RAM_PASS_END) this.phase = 'state';
+    else if (final && type === SectionType.CHANNEL_SYNC) this.phase = 'done';
+    else this.phase = ORDER[this.phase].get(type)!;
   }
 }

@@ -6,6 +6,7 @@ import { fromWire, toWire } from '../qmp/protocol.js';
 import { parseMigrationUri, type MigrationAddress } from './channel.js';
 import { runDestination } from './destination.js';
 import { MigrationSettings } from './params.js';
+import { MigrationParamError } from './errors.js';
 import { runSource } from './source.js';
 import { runRestore, runSave } from './snapshot.js';
 import { MigrationStats } from './stats.js';
@@ -22,8 +23,12 @@ export interface ManagerOptions {
   readonly onOutgoingCompleted?: () => void;
 }
 
-/** Capabilities the parameter model knows but no code implements yet: refused rather than silently ignored. */
-const NOT_YET: ReadonlySet<string> = new Set(['multifd', 'xbzrle', 'zero-copy-send']);
+/**
+ * Capabilities the parameter model knows but no code implements: refused rather than silently ignored. The send
+ * path never copies page data in userspace already (the kernel copies from guest memory); MSG_ZEROCOPY, which
+ * QEMU's zero-copy-send means, is not used.
+ */
+const NOT_YET: ReadonlySet<string> = new Set(['zero-copy-send']);
 
 /** Owns the migration status, settings and the running session; what QMP's migration commands call. */
 export class MigrationManager implements MigrationApi {
@@ -146,11 +151,29 @@ export class MigrationManager implements MigrationApi {
     if (s === 'active' || s === 'setup') info.expectedDowntime = st.expectedDowntimeMs;
     if (st.downtimeMs !== undefined) info.downtime = st.downtimeMs;
     if (this.settings.capability('auto-converge')) info.cpuThrottlePercentage = st.cpuThrottlePercentage;
+    if (st.multifdBytes) info.ram!.multifdBytes = st.multifdBytes;
+    if (st.xbzrle) {
+      const x = st.xbzrle;
+      const looked = x.pages + x.cacheMiss + x.overflow;
+      info.xbzrleCache = {
+        cacheSize: this.settings.parameters['xbzrle-cache-size'],
+        bytes: x.bytes,
+        pages: x.pages,
+        cacheMiss: x.cacheMiss,
+        cacheMissRate: looked ? x.cacheMiss / looked : 0,
+        encodingRate: x.bytes ? Math.round(((x.pages * 4096) / x.bytes) * 100) / 100 : 0,
+        overflow: x.overflow,
+      };
+    }
     if (s === 'failed' && this.status.errorDesc) info.errorDesc = this.status.errorDesc;
     return info;
   }
 
   setParameters(patch: Partial<QmpParameters>): void {
+    if (patch.multifdCompression === 'zstd') {
+      // Node.js 20 ships zlib and brotli but no zstd, and no maintained npm zstd builds without a compiler download.
+      throw new MigrationParamError('multifd-compression', "Parameter 'multifd-compression' value 'zstd' is not available in this tsvirt build (use 'zlib' or 'none')");
+    }
     this.settings.set(toWire(patch) as Record<string, unknown>);
   }
 

@@ -6,7 +6,9 @@ import { DEFAULT_LIMITS, PAGE_SIZE } from './format.js';
 export interface RamRun {
   firstPage: number;
   pageCount: number;
-  kind: 'zero' | 'normal';
+  kind: 'zero' | 'normal' | 'xbzrle';
+  /** The bytes to send instead of the range's own (a cache copy of NORMAL pages, or an XBZRLE delta). */
+  data?: Uint8Array;
 }
 
 /** One RAM_PAGES section's worth of runs. */
@@ -45,17 +47,17 @@ export function countDirtyPages(bitmap: Uint32Array): number {
 /**
  * Splits the pages of one RAM range into batches of at most `maxPages` pages. `dirty` is a bitmap with one
  * bit per page (bit i of word i/32, the layout of KVM's dirty log read as 32-bit words); null sends every
- * page (the first pass). Each page is classified zero or normal as it is scanned, so call this with the
+ * page (the first pass). Only pages [fromPage, toPage) are considered (a multifd channel's blocks). Each page is classified zero or normal as it is scanned, so call this with the
  * vCPUs running only when a later pass will resend what changes meanwhile.
  */
-export function* planRamBatches(bytes: Uint8Array, dirty: Uint32Array | null, maxPages = DEFAULT_BATCH_PAGES): Generator<RamBatch> {
+export function* planRamBatches(bytes: Uint8Array, dirty: Uint32Array | null, maxPages = DEFAULT_BATCH_PAGES, fromPage = 0, toPage = Infinity): Generator<RamBatch> {
   if (!Number.isInteger(maxPages) || maxPages < 1 || maxPages > Math.min(DEFAULT_LIMITS.batchPages, DEFAULT_LIMITS.batchEntries)) {
     throw new RangeError(`maxPages must be 1..${Math.min(DEFAULT_LIMITS.batchPages, DEFAULT_LIMITS.batchEntries)}, got ${maxPages}`);
   }
-  const totalPages = Math.floor(bytes.length / PAGE_SIZE);
+  const totalPages = Math.min(toPage, Math.floor(bytes.length / PAGE_SIZE));
   let batch: RamBatch = { runs: [], normalPages: 0, zeroPages: 0 };
   let last: RamRun | undefined;
-  for (let page = 0; page < totalPages; page++) {
+  for (let page = fromPage; page < totalPages; page++) {
     if (dirty !== null) {
       const word = dirty[page >>> 5];
       if (word === 0 || word === undefined) {

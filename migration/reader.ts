@@ -4,6 +4,10 @@ import { TsvirtError } from '../machine/errors.js';
 import type { VmDescription } from './description.js';
 import { MigrationStreamError, type StreamFailure } from './errors.js';
 import {
+  BATCH_FLAGS,
+  BATCH_ZLIB,
+  CHANNEL_MAGIC,
+  CHANNEL_PREAMBLE_SIZE,
   DEFAULT_LIMITS,
   compareSummaries,
   FORMAT_MAJOR,
@@ -20,6 +24,7 @@ import {
   SectionType,
   isSectionType,
   maxBodySize,
+  maxZlibPayload,
   sectionName,
   type StreamDirection,
   type StreamLimits,
@@ -27,6 +32,8 @@ import {
   type StreamSummary,
 } from './format.js';
 import { decodeSection, printable } from './sections.js';
+import { applyDelta } from './xbzrle.js';
+import { inflateRawSync } from 'node:zlib';
 
 /** Where RAM pages go. Both calls name whole pages inside one range of the CONFIG's memory layout. */
 export interface RamSink {
@@ -41,8 +48,12 @@ export interface RamSink {
 
 /** How a reader is set up. */
 export interface ReaderOptions {
-  /** `stream`: the source's header and sections (needs `ram`); `replies`: the destination's answers. */
+  /**
+   * `stream`: the source's header and sections (needs `ram`); `replies`: the destination's answers; `channel`: a
+   * multifd data channel (needs `ram` and `config`, the main stream's CONFIG).
+   */
   direction: StreamDirection;
+  config?: VmDescription;
   /** Receives every non-RAM message in stream order; an exception here fails the reader and is rethrown as is. */
   onMessage(message: StreamMessage): void;
   ram?: RamSink;
@@ -59,7 +70,7 @@ interface RamEntry {
   payload: number;
 }
 
-type State = 'fixed-header' | 'header-rest' | 'section-head' | 'body' | 'ram-head' | 'ram-entries' | 'ram-payload' | 'done';
+type State = 'fixed-header' | 'header-rest' | 'section-head' | 'body' | 'ram-head' | 'ram-entries' | 'ram-payload' | 'ram-zlib' | 'done';
 
 /** Wraps an exception from the caller's callbacks so it is rethrown untouched, not mistaken for a parser bug. */
 class CallbackFailure {
@@ -97,6 +108,9 @@ export class StreamReader {
   private headerVersion = { major: 0, minor: 0 };
 
   private ramRegion = 0;
+  private ramFlags = 0;
+  private zlibBuffer = EMPTY;
+  private readonly delta = new Uint8Array(PAGE_SIZE);
   private ramEntries: RamEntry[] = [];
   private entryIndex = 0;
   private entryStarted = false;
@@ -119,6 +133,11 @@ export class StreamReader {
       if (!options.ram) throw new TsvirtError('ERR_MIGRATION_READER', 'a stream reader needs a RAM sink');
       this.state = 'fixed-header';
       this.acc = this.small;
+    } else if (options.direction === 'channel') {
+      if (!options.ram || !options.config) throw new TsvirtError('ERR_MIGRATION_READER', 'a channel reader needs a RAM sink and the CONFIG');
+      this.config = options.config;
+      this.state = 'fixed-header';
+      this.acc = new Uint8Array(CHANNEL_PREAMBLE_SIZE);
     } else {
       this.state = 'section-head';
       this.acc = this.small.subarray(0, SECTION_HEADER_SIZE);
@@ -171,7 +190,7 @@ export class StreamReader {
   readBuffer(): Uint8Array {
     if (this.failure !== undefined) throw this.failure;
     if (this.state === 'ram-payload') this.guard(() => this.feedPayload(EMPTY, 0));
-    if (this.state === 'ram-payload' && this.entryStarted) {
+    if (this.state === 'ram-payload' && this.entryStarted && this.ramEntries[this.entryIndex].encoding === PageEncoding.NORMAL) {
       const e = this.ramEntries[this.entryIndex];
       this.lent = { direct: true, view: this.ramView.subarray(this.payloadPos, e.payload) };
     } else {
@@ -203,13 +222,14 @@ export class StreamReader {
   finish(): void {
     if (this.failure !== undefined) throw this.failure;
     if (this.state === 'done') return;
-    const where = this.state === 'fixed-header' || this.state === 'header-rest' ? 'stream header' : this.state === 'section-head' ? 'section header' : sectionName(this.sectionType);
+    const where = this.state === 'fixed-header' && this.options.direction === 'channel' ? 'channel preamble' : this.state === 'fixed-header' || this.state === 'header-rest' ? 'stream header' : this.state === 'section-head' ? 'section header' : sectionName(this.sectionType);
     let detail: string;
     if (this.state === 'fixed-header' && this.accFill === 0) detail = 'the input ended before any data';
     else if (this.state === 'fixed-header' || this.state === 'header-rest') detail = `received ${this.accFill} of ${this.acc.length} bytes`;
     else if (this.state === 'section-head' && this.accFill === 0) detail = `the input ended after ${this.lastSection}, expecting ${this.order.expecting}`;
     else if (this.state === 'section-head') detail = `received ${this.accFill} of ${SECTION_HEADER_SIZE} bytes after ${this.lastSection}`;
     else if (this.state === 'body') detail = `received ${this.accFill} of ${this.sectionLength} body bytes`;
+    else if (this.state === 'ram-zlib') detail = `received ${this.sectionLength - this.acc.length + this.accFill} of ${this.sectionLength} body bytes`;
     else {
       const consumed = this.state === 'ram-head' ? this.accFill : this.state === 'ram-entries' ? RAM_BATCH_HEADER_SIZE + this.accFill : this.ramConsumed;
       detail = `received ${consumed} of ${this.sectionLength} body bytes`;
@@ -282,10 +302,32 @@ export class StreamReader {
       case 'body': return this.body();
       case 'ram-head': return this.ramHead(dv);
       case 'ram-entries': return this.ramEntriesRead(dv);
+      case 'ram-zlib': return this.ramZlib();
     }
   }
 
+  private channelPreamble(dv: DataView): void {
+    const where = 'channel preamble';
+    for (let i = 0; i < CHANNEL_MAGIC.length; i++) {
+      if (this.acc[i] !== CHANNEL_MAGIC[i]) this.fail('corrupt', 'channel preamble: bad magic (this is not a tsvirt multifd channel)', where);
+    }
+    const major = dv.getUint16(8, true);
+    const minor = dv.getUint16(10, true);
+    const ours = `${this.version.major}.${this.version.minor}`;
+    if (major !== this.version.major || minor > this.version.minor) this.fail('version', `channel preamble: format ${major}.${minor} cannot be read by this tsvirt (format ${ours})`, where);
+    const index = dv.getUint16(12, true);
+    const count = dv.getUint16(14, true);
+    if (count === 0 || index >= count) this.fail('corrupt', `channel preamble: channel ${index} of ${count}`, where);
+    const session = Buffer.from(this.acc.subarray(16, 32)).toString('hex');
+    this.headerVersion = { major, minor };
+    this.lastSection = 'the channel preamble';
+    this.state = 'section-head';
+    this.expect(SECTION_HEADER_SIZE);
+    this.emit({ type: 'channel', major, minor, index, count, session });
+  }
+
   private fixedHeader(dv: DataView): void {
+    if (this.options.direction === 'channel') return this.channelPreamble(dv);
     const where = 'stream header';
     for (let i = 0; i < STREAM_MAGIC.length; i++) {
       if (this.acc[i] !== STREAM_MAGIC[i]) this.fail('corrupt', 'stream header: bad magic (this is not a tsvirt migration stream)', where);
@@ -337,7 +379,7 @@ export class StreamReader {
     const max = maxBodySize(type, this.limits);
     if (length > max) this.fail('limit', `${name} of ${length} bytes exceeds the ${max}-byte limit`, name);
     // RAM_PASS_END is admitted once its body says whether it ends the final pass; until then only checked.
-    if (type === SectionType.RAM_PASS_END) this.order.check(type);
+    if (type === SectionType.RAM_PASS_END || type === SectionType.CHANNEL_SYNC) this.order.check(type);
     else this.order.admit(type);
     this.sectionType = type;
     this.sectionLength = length;
@@ -374,6 +416,12 @@ export class StreamReader {
         if (msg.pass !== this.counts.passes + 1) this.fail('order', `RAM_PASS_END: pass ${msg.pass} after pass ${this.counts.passes}`);
         this.order.admit(SectionType.RAM_PASS_END, msg.final);
         this.counts.passes = msg.pass;
+        return;
+      case 'channel-sync':
+        if (msg.pass <= this.counts.passes) this.fail('order', `CHANNEL_SYNC: pass ${msg.pass} after pass ${this.counts.passes}`);
+        this.order.admit(SectionType.CHANNEL_SYNC, msg.final);
+        this.counts.passes = msg.pass;
+        if (msg.final) this.state = 'done';
         return;
       case 'vcpu': {
         const n = this.config?.vcpus ?? 0;
@@ -417,10 +465,12 @@ export class StreamReader {
 
   private ramHead(dv: DataView): void {
     const region = dv.getUint16(0, true);
-    const reserved = dv.getUint16(2, true);
+    const flags = dv.getUint16(2, true);
     const count = dv.getUint32(4, true);
     const ranges = this.config!.memory.ranges;
-    if (reserved !== 0) this.fail('corrupt', `RAM_PAGES: reserved header field is 0x${reserved.toString(16)}, not zero`);
+    if ((flags & ~BATCH_FLAGS) !== 0) this.fail('unsupported', `RAM_PAGES: unknown batch flags 0x${flags.toString(16)}`);
+    if (flags !== 0 && this.headerVersion.minor < 1) this.fail('corrupt', `RAM_PAGES: batch flags 0x${flags.toString(16)} in a format ${this.headerVersion.major}.${this.headerVersion.minor} stream`);
+    this.ramFlags = flags;
     if (region >= ranges.length) this.fail('corrupt', `RAM_PAGES: region ${region} out of range (CONFIG has ${ranges.length} memory ranges)`);
     if (count === 0) this.fail('corrupt', 'RAM_PAGES: batch has no entries');
     if (count > this.limits.batchEntries) this.fail('limit', `RAM_PAGES: ${count} entries exceed the limit of ${this.limits.batchEntries}`);
@@ -458,6 +508,10 @@ export class StreamReader {
         if (payload !== 0) this.fail('corrupt', `${what}: ZERO pages carry ${payload} payload bytes`);
       } else if (encoding === PageEncoding.NORMAL) {
         if (payload !== pageCount * PAGE_SIZE) this.fail('corrupt', `${what}: ${pageCount} NORMAL pages carry ${payload} bytes, not ${pageCount * PAGE_SIZE}`);
+      } else if (encoding === PageEncoding.XBZRLE && this.headerVersion.minor >= 1) {
+        if (pageCount !== 1) this.fail('corrupt', `${what}: an XBZRLE entry covers one page, not ${pageCount}`);
+        if (payload > PAGE_SIZE) this.fail('corrupt', `${what}: XBZRLE delta of ${payload} bytes is larger than a page`);
+        if (this.ramFlags & BATCH_ZLIB) this.fail('corrupt', `${what}: XBZRLE entry in a zlib batch`);
       } else if (ENCODING_NAMES[encoding] !== undefined) {
         this.fail('unsupported', `${what}: page encoding ${ENCODING_NAMES[encoding]} is not supported by this tsvirt`);
       } else {
@@ -466,14 +520,59 @@ export class StreamReader {
       payloadTotal += payload;
       entries.push({ firstPage, pageCount, encoding, payload });
     }
-    const expected = RAM_BATCH_HEADER_SIZE + count * RAM_ENTRY_SIZE + payloadTotal;
-    if (expected !== this.sectionLength) this.fail('corrupt', `RAM_PAGES: entries describe ${expected} bytes but the section is ${this.sectionLength}`);
+    const fixed = RAM_BATCH_HEADER_SIZE + count * RAM_ENTRY_SIZE;
     this.ramEntries = entries;
+    if (this.ramFlags & BATCH_ZLIB) {
+      const packed = this.sectionLength - fixed;
+      if (packed <= 0 || packed > maxZlibPayload(payloadTotal)) this.fail('corrupt', `RAM_PAGES: a zlib block of ${packed} bytes cannot hold ${payloadTotal} bytes of pages`);
+      this.ramConsumed += count * RAM_ENTRY_SIZE;
+      this.state = 'ram-zlib';
+      if (this.zlibBuffer.length < packed) this.zlibBuffer = new Uint8Array(Math.max(packed, 1 << 20));
+      this.acc = this.zlibBuffer.subarray(0, packed);
+      this.accFill = 0;
+      return;
+    }
+    const expected = fixed + payloadTotal;
+    if (expected !== this.sectionLength) this.fail('corrupt', `RAM_PAGES: entries describe ${expected} bytes but the section is ${this.sectionLength}`);
     this.entryIndex = 0;
     this.entryStarted = false;
     this.payloadPos = 0;
     this.ramConsumed += count * RAM_ENTRY_SIZE;
     this.state = 'ram-payload';
+  }
+
+  /** A zlib batch's block has arrived: inflate it and scatter its pages into guest RAM, entry by entry. */
+  private ramZlib(): void {
+    const sink = this.options.ram!;
+    const raw = this.ramEntries.reduce((n, e) => n + e.payload, 0);
+    let pages: Uint8Array;
+    try {
+      pages = inflateRawSync(this.acc, { maxOutputLength: Math.max(raw, 1) });
+    } catch (e) {
+      this.fail('corrupt', `RAM_PAGES: the zlib block does not inflate: ${(e as Error).message}`);
+    }
+    if (pages.length !== raw) this.fail('corrupt', `RAM_PAGES: the zlib block holds ${pages.length} bytes, the entries ${raw}`);
+    let at = 0;
+    for (const e of this.ramEntries) {
+      const offset = e.firstPage * PAGE_SIZE;
+      if (e.encoding === PageEncoding.ZERO) {
+        this.callback(() => sink.zero(this.ramRegion, offset, e.pageCount * PAGE_SIZE));
+        this.counts.zeroPages += e.pageCount;
+        continue;
+      }
+      let view: Uint8Array = EMPTY;
+      this.callback(() => {
+        view = sink.target(this.ramRegion, offset, e.payload);
+      });
+      if (!(view instanceof Uint8Array) || view.length !== e.payload) throw new CallbackFailure(new TsvirtError('ERR_MIGRATION_READER', `RAM sink returned a wrong view for a ${e.payload}-byte run`));
+      view.set(pages.subarray(at, at + e.payload));
+      at += e.payload;
+      this.counts.normalPages += e.pageCount;
+    }
+    this.ramEntries = [];
+    this.lastSection = 'RAM_PAGES';
+    this.state = 'section-head';
+    this.expect(SECTION_HEADER_SIZE);
   }
 
   /** Moves page data from `chunk` (from `off`) into guest RAM; returns where it stopped. */
@@ -488,12 +587,13 @@ export class StreamReader {
         if (e.encoding === PageEncoding.ZERO) {
           this.callback(() => sink.zero(this.ramRegion, offset, e.pageCount * PAGE_SIZE));
         } else {
+          const length = e.encoding === PageEncoding.XBZRLE ? PAGE_SIZE : e.payload;
           let view: Uint8Array = EMPTY;
           this.callback(() => {
-            view = sink.target(this.ramRegion, offset, e.payload);
+            view = sink.target(this.ramRegion, offset, length);
           });
-          if (!(view instanceof Uint8Array) || view.length !== e.payload) {
-            throw new CallbackFailure(new TsvirtError('ERR_MIGRATION_READER', `RAM sink returned ${view instanceof Uint8Array ? view.length : 'no'} bytes for a ${e.payload}-byte run`));
+          if (!(view instanceof Uint8Array) || view.length !== length) {
+            throw new CallbackFailure(new TsvirtError('ERR_MIGRATION_READER', `RAM sink returned ${view instanceof Uint8Array ? view.length : 'no'} bytes for a ${length}-byte run`));
           }
           this.ramView = view;
         }
@@ -502,13 +602,14 @@ export class StreamReader {
       if (need > 0) {
         if (off >= chunk.length) return off;
         const n = Math.min(need, chunk.length - off);
-        this.ramView.set(chunk.subarray(off, off + n), this.payloadPos);
+        (e.encoding === PageEncoding.XBZRLE ? this.delta : this.ramView).set(chunk.subarray(off, off + n), this.payloadPos);
         this.payloadPos += n;
         this.ramConsumed += n;
         this.received += n;
         off += n;
         if (n < need) return off;
       }
+      if (e.encoding === PageEncoding.XBZRLE) applyDelta(this.delta.subarray(0, e.payload), this.ramView, `RAM_PAGES page ${e.firstPage} of region ${this.ramRegion}`);
       if (e.encoding === PageEncoding.ZERO) this.counts.zeroPages += e.pageCount;
       else this.counts.normalPages += e.pageCount;
       this.ramView = EMPTY;

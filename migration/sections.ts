@@ -134,6 +134,15 @@ export function encodePassEnd(pass: number, dirtySyncs: number, final: boolean):
   return b;
 }
 
+/** CHANNEL_SYNC body: u32 pass, u32 flags (PASS_FINAL: the channel carries nothing more). */
+export function encodeChannelSync(pass: number, final: boolean): Uint8Array {
+  const b = new Uint8Array(8);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, pass, true);
+  dv.setUint32(4, final ? PASS_FINAL : 0, true);
+  return b;
+}
+
 /** Blob list: u16 count, then per blob u8 name length, name, u32 length, bytes. Returns [table, blob, table, blob...]. */
 export function encodeBlobs(blobs: ReadonlyMap<string, Uint8Array>, prefix: Uint8Array = new Uint8Array(0)): Uint8Array[] {
   if (blobs.size > DEFAULT_LIMITS.blobs) throw new MigrationStreamError('limit', 'writer', `${blobs.size} blobs; readers accept ${DEFAULT_LIMITS.blobs}`);
@@ -216,6 +225,13 @@ export function decodeSection(type: SectionType, body: Uint8Array, limits: Strea
       c.done();
       if ((flags & ~PASS_FINAL) !== 0) throw new MigrationStreamError('unsupported', where, `${where}: unknown flags 0x${flags.toString(16)}`);
       return { type: 'pass-end', pass, dirtySyncs, final: (flags & PASS_FINAL) !== 0 };
+    }
+    case SectionType.CHANNEL_SYNC: {
+      const pass = c.u32('the pass number');
+      const flags = c.u32('the flags');
+      c.done();
+      if ((flags & ~PASS_FINAL) !== 0) throw new MigrationStreamError('unsupported', where, `${where}: unknown flags 0x${flags.toString(16)}`);
+      return { type: 'channel-sync', pass, final: (flags & PASS_FINAL) !== 0 };
     }
     case SectionType.VCPU_STATE: {
       const index = c.u32('the vCPU index');

@@ -7,7 +7,10 @@ import { ChannelWriter, connect, describeAddress, type MigrationAddress } from '
 import { AutoConverge, decideSwitchover, PassMeter, RateLimiter } from './convergence.js';
 import type { StreamMessage } from './format.js';
 import type { MigrationSettings } from './params.js';
-import { countDirtyPages, planRamBatches } from './ram.js';
+import { countDirtyPages, planRamBatches, type RamBatch } from './ram.js';
+import { MultifdSender } from './multifd-source.js';
+import { XbzrleCache, xbzrleRuns } from './xbzrle.js';
+import { randomBytes } from 'node:crypto';
 import { StreamReader } from './reader.js';
 import type { MigrationStats } from './stats.js';
 import type { MigrationStatus } from './status.js';
@@ -107,6 +110,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
   const limiter = new RateLimiter(params['max-bandwidth'], () => performance.now());
   const w = new StreamWriter();
   let socket: net.Socket | undefined;
+  let multifd: MultifdSender | undefined;
   let committed = false;
   let paused = false;
   let dirtyLogging = false;
@@ -153,10 +157,11 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
     const channel = new ChannelWriter(socket);
     const replies = new Replies(socket);
     let sinceYield = 0;
-    const send = async (chunks: Uint8Array[]) => {
+    /** Writes on one connection (the main stream or a multifd channel) under the shared rate limit. */
+    const sendOn = async (writer: ChannelWriter, chunks: Uint8Array[]) => {
       const n = chunks.reduce((s, c) => s + c.length, 0);
       for (let wait = limiter.take(n); wait > 0; wait = limiter.take(n)) await new Promise((r) => setTimeout(r, wait));
-      await channel.write(chunks);
+      await writer.write(chunks);
       meter.addBytes(n);
       stats.transferredBytes += n;
       period.sent += n;
@@ -168,18 +173,32 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         checkCancel();
       }
     };
+    const send = (chunks: Uint8Array[]) => sendOn(channel, chunks);
+    const countBatch = (batch: RamBatch) => {
+      stats.normalPages += batch.normalPages;
+      stats.zeroPages += batch.zeroPages;
+    };
+    const xbzrle = settings.capability('xbzrle') ? new XbzrleCache(params['xbzrle-cache-size']) : undefined;
+    stats.xbzrle = xbzrle?.counters;
+    const regionFirstPage: number[] = [];
+    vm.ram.reduce((n, r) => (regionFirstPage.push(n), n + r.size / PAGE_SIZE), 0);
 
     /** Sends the pages of `dirty` (or every populated page) of each region. */
     const sendPages = async (bitmaps: (Uint32Array | null)[]) => {
+      if (multifd) {
+        const before = multifd.sentBytes;
+        await multifd.sendPages(vm.ram, bitmaps, sendOn, countBatch, checkCancel);
+        stats.multifdBytes += multifd.sentBytes - before;
+        return;
+      }
       const batchPages = Math.max(16, Math.min(1024, Math.floor(limiter.chunkLimit / PAGE_SIZE) || 1024));
       for (let r = 0; r < vm.ram.length; r++) {
         const bitmap = bitmaps[r];
         if (bitmap && countDirtyPages(bitmap) === 0) continue;
         for (const batch of planRamBatches(vm.ram[r].bytes, bitmap, batchPages)) {
           checkCancel();
-          stats.normalPages += batch.normalPages;
-          stats.zeroPages += batch.zeroPages;
-          await send(w.ramPages(r, vm.ram[r].bytes, batch.runs));
+          countBatch(batch);
+          await send(w.ramPages(r, vm.ram[r].bytes, xbzrle ? xbzrleRuns(xbzrle, regionFirstPage[r], vm.ram[r].bytes, batch) : batch.runs));
         }
       }
     };
@@ -187,9 +206,18 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
     // Phase: handshake. The destination checks the configuration before any RAM moves.
     phase = 'handshake';
     const local = settings.capability('x-ignore-shared');
-    await send([...w.header(vm.cpuVendor()), ...w.config({ ...vm.description(), ...(local ? { memoryHandover: true } : {}) })]);
+    const description = vm.description();
+    const multifdPlan = !local && settings.capability('multifd')
+      ? { channels: params['multifd-channels'], compression: params['multifd-compression'] === 'zlib' ? 'zlib' as const : 'none' as const, session: randomBytes(16).toString('hex') }
+      : undefined;
+    await send([...w.header(vm.cpuVendor()), ...w.config({ ...description, ...(local ? { memoryHandover: true } : {}), ...(multifdPlan ? { multifd: multifdPlan } : {}) })]);
     const accepted = await replies.next('ACCEPT', ctx.cancelled);
     if (accepted.type !== 'accept') throw new TsvirtError('ERR_MIGRATION_PEER', `expected ACCEPT, got ${accepted.type}`);
+    if (multifdPlan) {
+      phase = 'opening multifd channels';
+      multifd = await MultifdSender.open(address, description, { description: multifdPlan, zlibLevel: params['multifd-zlib-level'], batchPages: 1024 }, sendOn);
+      ctx.log(`multifd: ${multifdPlan.channels} channels, compression ${multifdPlan.compression}`);
+    }
     stats.setupDoneAt = performance.now();
     status.transition('active');
 
@@ -257,6 +285,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         stats.passes = pass;
         ctx.onPass(pass);
         if (!local) await sendPages(last);
+        await multifd?.sync(w.summary.passes + 1, true, sendOn);
         await send(w.passEnd(stats.dirtySyncCount, true));
         for (let i = 0; i < vm.vcpuCount; i++) await send(w.vcpu(i, vm.saveVcpu(i)));
         await send([...w.irqchip(vm.saveIrqchip()), ...w.pit(vm.savePit())]);
@@ -281,6 +310,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         stats.finishedAt = performance.now();
         status.transition('completed');
         socket.end();
+        multifd?.end();
         return;
       }
       // Another dirty pass.
@@ -288,6 +318,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       pass = meter.beginPass();
       stats.passes = pass;
       ctx.onPass(pass);
+      await multifd?.sync(w.summary.passes + 1, false, sendOn);
       await send(w.passEnd(stats.dirtySyncCount, false));
       await sendPages(dirty);
     }
@@ -306,6 +337,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       }
       socket.destroy();
     }
+    multifd?.destroy();
     const refused = e instanceof TsvirtError && e.code === 'ERR_MIGRATION_PEER_REFUSED';
     if (committed && !refused) {
       // The destination may be running the guest: stay paused so the guest never runs twice.

@@ -1,5 +1,7 @@
 // Running figures of one migration, in the shape query-migrate reports them.
 
+import type { XbzrleCounters } from './xbzrle.js';
+
 /** What query-migrate reports about RAM and timing; updated by the source or destination session. */
 export class MigrationStats {
   startedAt = 0;
@@ -18,6 +20,10 @@ export class MigrationStats {
   bandwidth = 0;
   passes = 0;
   cpuThrottlePercentage = 0;
+  /** Bytes sent over multifd data channels. */
+  multifdBytes = 0;
+  /** XBZRLE cache figures while the capability is on. */
+  xbzrle?: XbzrleCounters;
 
   constructor(readonly totalBytes: number) {}
 }

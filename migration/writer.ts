@@ -3,6 +3,9 @@
 import { parseVmDescription, type VmDescription } from './description.js';
 import { MigrationStreamError } from './errors.js';
 import {
+  BATCH_ZLIB,
+  CHANNEL_MAGIC,
+  CHANNEL_PREAMBLE_SIZE,
   DEFAULT_LIMITS,
   FORMAT_MAJOR,
   FORMAT_MINOR,
@@ -15,15 +18,18 @@ import {
   STREAM_ARCH,
   STREAM_HEADER_FIXED,
   STREAM_MAGIC,
+  SESSION_BYTES,
   SectionOrder,
   SectionType,
   maxBodySize,
+  maxZlibPayload,
   sectionName,
   type StreamSummary,
 } from './format.js';
 import type { RamRun } from './ram.js';
 import {
   encodeBlobs,
+  encodeChannelSync,
   encodeConfig,
   encodeDeviceEnvelope,
   encodeError,
@@ -88,6 +94,117 @@ function frame(order: SectionOrder, type: SectionType, body: readonly Uint8Array
 /** Total bytes of a chunk list (what one call adds to the stream). */
 export function chunkBytes(chunks: readonly Uint8Array[]): number {
   return chunks.reduce((n, c) => n + c.length, 0);
+}
+
+/**
+ * Frames one RAM_PAGES section (checked against the CONFIG's range sizes) as [header + entries, payload views...].
+ * Shared by the main stream and the multifd channels.
+ */
+function encodeRamBatch(regionSizes: readonly number[], region: number, bytes: Uint8Array, runs: readonly RamRun[], zlib?: Uint8Array): { chunks: Uint8Array[]; pages: number; normal: number } {
+  const where = sectionName(SectionType.RAM_PAGES);
+  const size = regionSizes[region];
+  if (size === undefined) throw new MigrationStreamError('corrupt', where, `RAM_PAGES: region ${region} is not in the CONFIG`);
+  if (bytes.length !== size) throw new MigrationStreamError('corrupt', where, `RAM_PAGES: region ${region} is ${size} bytes in the CONFIG but its view is ${bytes.length}`);
+  if (runs.length === 0 || runs.length > DEFAULT_LIMITS.batchEntries) {
+    throw new MigrationStreamError('limit', where, `RAM_PAGES: ${runs.length} runs; 1 to ${DEFAULT_LIMITS.batchEntries} allowed`);
+  }
+  const head = new Uint8Array(SECTION_HEADER_SIZE + RAM_BATCH_HEADER_SIZE + runs.length * RAM_ENTRY_SIZE);
+  const dv = new DataView(head.buffer);
+  const chunks: Uint8Array[] = [head];
+  let pages = 0;
+  let normal = 0;
+  let payload = 0;
+  runs.forEach((r, i) => {
+    if (!Number.isInteger(r.firstPage) || !Number.isInteger(r.pageCount) || r.pageCount < 1 || r.firstPage < 0 || (r.firstPage + r.pageCount) * PAGE_SIZE > size) {
+      throw new MigrationStreamError('corrupt', where, `RAM_PAGES: run ${i} (pages ${r.firstPage}+${r.pageCount}) lies outside region ${region}`);
+    }
+    pages += r.pageCount;
+    const at = SECTION_HEADER_SIZE + RAM_BATCH_HEADER_SIZE + i * RAM_ENTRY_SIZE;
+    let data: Uint8Array | undefined;
+    let encoding: number = PageEncoding.ZERO;
+    if (r.kind === 'normal') {
+      encoding = PageEncoding.NORMAL;
+      data = r.data ?? bytes.subarray(r.firstPage * PAGE_SIZE, (r.firstPage + r.pageCount) * PAGE_SIZE);
+      if (data.length !== r.pageCount * PAGE_SIZE) throw new MigrationStreamError('corrupt', where, `RAM_PAGES: run ${i} carries ${data.length} bytes for ${r.pageCount} pages`);
+      normal += r.pageCount;
+    } else if (r.kind === 'xbzrle') {
+      if (zlib) throw new MigrationStreamError('corrupt', where, 'RAM_PAGES: XBZRLE runs cannot go in a zlib batch');
+      if (r.pageCount !== 1 || !r.data || r.data.length > PAGE_SIZE) throw new MigrationStreamError('corrupt', where, `RAM_PAGES: XBZRLE run ${i} must be one page with a delta of at most ${PAGE_SIZE} bytes`);
+      encoding = PageEncoding.XBZRLE;
+      data = r.data;
+      normal += 1;
+    }
+    dv.setUint32(at, r.firstPage, true);
+    dv.setUint32(at + 4, r.pageCount, true);
+    dv.setUint8(at + 8, encoding);
+    dv.setUint32(at + 12, data?.length ?? 0, true);
+    if (data) {
+      payload += data.length;
+      if (!zlib && data.length > 0) chunks.push(data);
+    }
+  });
+  if (pages > DEFAULT_LIMITS.batchPages) throw new MigrationStreamError('limit', where, `RAM_PAGES: ${pages} pages exceed the ${DEFAULT_LIMITS.batchPages}-page batch limit`);
+  if (zlib) {
+    if (zlib.length === 0 || zlib.length > maxZlibPayload(payload)) throw new MigrationStreamError('corrupt', where, `RAM_PAGES: a zlib block of ${zlib.length} bytes for ${payload} bytes of pages`);
+    chunks.push(zlib);
+    payload = zlib.length;
+  }
+  dv.setUint16(0, SectionType.RAM_PAGES, true);
+  dv.setUint16(2, SECTION_VERSIONS[SectionType.RAM_PAGES].current, true);
+  dv.setUint32(4, head.length - SECTION_HEADER_SIZE + payload, true);
+  dv.setUint16(SECTION_HEADER_SIZE, region, true);
+  dv.setUint16(SECTION_HEADER_SIZE + 2, zlib ? BATCH_ZLIB : 0, true);
+  dv.setUint32(SECTION_HEADER_SIZE + 4, runs.length, true);
+  return { chunks, pages, normal };
+}
+
+/**
+ * Builds one multifd data channel: its preamble, RAM_PAGES batches and CHANNEL_SYNC at each pass end (the final
+ * one ends the channel). Pages always go to the same channel, so a channel's own order is all that matters.
+ */
+export class ChannelStreamWriter {
+  private readonly order = new SectionOrder('channel');
+  private readonly regionSizes: number[];
+  bytesWritten = 0;
+
+  constructor(description: VmDescription, private readonly version: { major: number; minor: number } = { major: FORMAT_MAJOR, minor: FORMAT_MINOR }) {
+    this.regionSizes = description.memory.ranges.map((r) => r.size);
+  }
+
+  private out(chunks: Uint8Array[]): Uint8Array[] {
+    this.bytesWritten += chunkBytes(chunks);
+    return chunks;
+  }
+
+  /** The preamble: which channel of how many, of which session (16 raw bytes). */
+  preamble(index: number, count: number, session: Uint8Array): Uint8Array[] {
+    if (session.length !== SESSION_BYTES) throw new MigrationStreamError('corrupt', 'channel preamble', `a session id is ${SESSION_BYTES} bytes, not ${session.length}`);
+    const b = new Uint8Array(CHANNEL_PREAMBLE_SIZE);
+    b.set(CHANNEL_MAGIC);
+    const dv = new DataView(b.buffer);
+    dv.setUint16(8, this.version.major, true);
+    dv.setUint16(10, this.version.minor, true);
+    dv.setUint16(12, index, true);
+    dv.setUint16(14, count, true);
+    b.set(session, 16);
+    return this.out([b]);
+  }
+
+  ramPages(region: number, bytes: Uint8Array, runs: readonly RamRun[], zlib?: Uint8Array): Uint8Array[] {
+    const head = encodeRamBatch(this.regionSizes, region, bytes, runs, zlib);
+    this.order.admit(SectionType.RAM_PAGES);
+    return this.out(head.chunks);
+  }
+
+  /** CHANNEL_SYNC: this channel has sent its share of pass `pass`; `final` ends it. */
+  sync(pass: number, final: boolean): Uint8Array[] {
+    return this.out(frame(this.order, SectionType.CHANNEL_SYNC, [encodeChannelSync(pass, final)], final));
+  }
+
+  /** ERROR on this channel (the main stream carries the reason too). */
+  error(message: string): Uint8Array[] {
+    return this.out(frame(this.order, SectionType.ERROR, [encodeError(message)]));
+  }
 }
 
 /**
@@ -157,51 +274,17 @@ export class StreamWriter {
 
   /**
    * RAM_PAGES for `runs` of range `region`, whose bytes are `bytes`. The page data is not copied: the chunks
-   * after the first are views of `bytes`, and a page the guest changes before the socket sends it goes out
-   * changed (the dirty log has recorded that write, so the next pass sends it again anyway).
+   * after the first are views of `bytes` (or of a run's own `data`: a cache copy or an XBZRLE delta), and a page
+   * the guest changes before the socket sends it goes out changed (the dirty log has recorded that write, so the
+   * next pass sends it again anyway). With `zlib`, the NORMAL runs' bytes go as that one raw-deflate block.
    */
-  ramPages(region: number, bytes: Uint8Array, runs: readonly RamRun[]): Uint8Array[] {
+  ramPages(region: number, bytes: Uint8Array, runs: readonly RamRun[], zlib?: Uint8Array): Uint8Array[] {
     this.needHeader(SectionType.RAM_PAGES);
-    const where = sectionName(SectionType.RAM_PAGES);
-    const size = this.regionSizes[region];
-    if (size === undefined) throw new MigrationStreamError('corrupt', where, `RAM_PAGES: region ${region} is not in the CONFIG`);
-    if (bytes.length !== size) throw new MigrationStreamError('corrupt', where, `RAM_PAGES: region ${region} is ${size} bytes in the CONFIG but its view is ${bytes.length}`);
-    if (runs.length === 0 || runs.length > DEFAULT_LIMITS.batchEntries) {
-      throw new MigrationStreamError('limit', where, `RAM_PAGES: ${runs.length} runs; 1 to ${DEFAULT_LIMITS.batchEntries} allowed`);
-    }
-    const head = new Uint8Array(SECTION_HEADER_SIZE + RAM_BATCH_HEADER_SIZE + runs.length * RAM_ENTRY_SIZE);
-    const dv = new DataView(head.buffer);
-    const chunks: Uint8Array[] = [head];
-    let pages = 0;
-    let normal = 0;
-    let payload = 0;
-    runs.forEach((r, i) => {
-      if (!Number.isInteger(r.firstPage) || !Number.isInteger(r.pageCount) || r.pageCount < 1 || r.firstPage < 0 || (r.firstPage + r.pageCount) * PAGE_SIZE > size) {
-        throw new MigrationStreamError('corrupt', where, `RAM_PAGES: run ${i} (pages ${r.firstPage}+${r.pageCount}) lies outside region ${region}`);
-      }
-      pages += r.pageCount;
-      const at = SECTION_HEADER_SIZE + RAM_BATCH_HEADER_SIZE + i * RAM_ENTRY_SIZE;
-      const bytesOfRun = r.kind === 'normal' ? r.pageCount * PAGE_SIZE : 0;
-      dv.setUint32(at, r.firstPage, true);
-      dv.setUint32(at + 4, r.pageCount, true);
-      dv.setUint8(at + 8, r.kind === 'normal' ? PageEncoding.NORMAL : PageEncoding.ZERO);
-      dv.setUint32(at + 12, bytesOfRun, true);
-      if (r.kind === 'normal') {
-        normal += r.pageCount;
-        payload += bytesOfRun;
-        chunks.push(bytes.subarray(r.firstPage * PAGE_SIZE, (r.firstPage + r.pageCount) * PAGE_SIZE));
-      }
-    });
-    if (pages > DEFAULT_LIMITS.batchPages) throw new MigrationStreamError('limit', where, `RAM_PAGES: ${pages} pages exceed the ${DEFAULT_LIMITS.batchPages}-page batch limit`);
+    const head = encodeRamBatch(this.regionSizes, region, bytes, runs, zlib);
     this.order.admit(SectionType.RAM_PAGES);
-    dv.setUint16(0, SectionType.RAM_PAGES, true);
-    dv.setUint16(2, SECTION_VERSIONS[SectionType.RAM_PAGES].current, true);
-    dv.setUint32(4, head.length - SECTION_HEADER_SIZE + payload, true);
-    dv.setUint16(SECTION_HEADER_SIZE, region, true);
-    dv.setUint32(SECTION_HEADER_SIZE + 4, runs.length, true);
-    this.counts.normalPages += normal;
-    this.counts.zeroPages += pages - normal;
-    return this.out(chunks);
+    this.counts.normalPages += head.normal;
+    this.counts.zeroPages += head.pages - head.normal;
+    return this.out(head.chunks);
   }
 
   /** RAM_PASS_END for the next pass; `final` when it ran with the vCPUs stopped (state sections follow). */

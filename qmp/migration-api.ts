@@ -154,7 +154,20 @@ export interface MigrationInfo {
   downtime?: number;
   setupTime?: number;
   cpuThrottlePercentage?: number;
+  /** XBZRLE figures (QEMU's `xbzrle-cache`), present while the capability is on. */
+  xbzrleCache?: XbzrleCacheInfo;
   errorDesc?: string;
+}
+
+/** QEMU's XBZRLECacheStats, camelCase. */
+export interface XbzrleCacheInfo {
+  cacheSize: number;
+  bytes: number;
+  pages: number;
+  cacheMiss: number;
+  cacheMissRate: number;
+  encodingRate: number;
+  overflow: number;
 }
 
 /** What query-dirty-rate reports (QEMU's DirtyRateInfo, camelCase; kebab-case on the wire). */

@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { TsvirtError } from '../../../machine/errors.js';
 import { MigrationStreamError } from '../../../migration/errors.js';
-import { SectionType, STREAM_MAGIC } from '../../../migration/format.js';
+import { FORMAT_MAJOR, FORMAT_MINOR, SectionType, STREAM_MAGIC } from '../../../migration/format.js';
 import { ReplyWriter, StreamWriter } from '../../../migration/writer.js';
 import { chipBlobs, collectingReader, concat, description, rng, validStream, vcpuBlobs } from './fixtures.js';
 
@@ -28,10 +28,12 @@ function prefix(): Uint8Array {
   return concat([...w.header('GenuineIntel'), ...w.config(description())]);
 }
 
-function ramSection(region: number, entries: [first: number, count: number, encoding: number, payload: number][], payloadBytes = 0, extraLength = 0): Uint8Array {
+function ramSection(region: number, entries: [first: number, count: number, encoding: number, payload: number][], payloadBytes = 0, extraLength = 0, flags = 0, payload?: Uint8Array): Uint8Array {
   const body = new Uint8Array(8 + entries.length * 16 + payloadBytes);
   const dv = new DataView(body.buffer);
   dv.setUint16(0, region, true);
+  dv.setUint16(2, flags, true);
+  if (payload) body.set(payload, 8 + entries.length * 16);
   dv.setUint32(4, entries.length, true);
   entries.forEach(([first, count, enc, payload], i) => {
     dv.setUint32(8 + i * 16, first, true);
@@ -85,7 +87,7 @@ describe('migration reader against hostile input', () => {
       const w = new StreamWriter({ major: 2, minor: 0 });
       const e = failure(concat(w.header('GenuineIntel')));
       expect(e.code).to.equal('ERR_MIGRATION_VERSION');
-      expect(e.message).to.contain('format 2.0').and.contain('format 1.0');
+      expect(e.message).to.contain('format 2.0').and.contain(`format ${FORMAT_MAJOR}.${FORMAT_MINOR}`);
     });
 
     it('refuses a newer minor version and accepts an older or equal one', () => {
@@ -108,7 +110,7 @@ describe('migration reader against hostile input', () => {
       new DataView(longer.buffer).setUint32(12, header.length - 16 + 5, true);
       const { reader, messages } = collectingReader();
       reader.push(longer);
-      expect(messages[0]).to.deep.equal({ type: 'header', header: { major: 1, minor: 0, arch: 'x86_64', vendor: 'AuthenticAMD' } });
+      expect(messages[0]).to.deep.equal({ type: 'header', header: { major: FORMAT_MAJOR, minor: FORMAT_MINOR, arch: 'x86_64', vendor: 'AuthenticAMD' } });
     });
 
     it('refuses an oversized header as soon as its length is read', () => {
@@ -193,7 +195,14 @@ describe('migration reader against hostile input', () => {
       ['a region the CONFIG does not have', ramSection(2, [[0, 1, 0, 0]]), /^RAM_PAGES: region 2 out of range \(CONFIG has 2 memory ranges\)$/],
       ['pages past the end of the region', ramSection(1, [[7, 2, 0, 0]]), /^RAM_PAGES entry 0: pages 7\.\.8 lie outside region 1 \(8 pages\)$/],
       ['an unknown page encoding', ramSection(0, [[0, 1, 9, 0]]), /^RAM_PAGES entry 0: unknown page encoding 9$/],
-      ['a reserved encoding this build cannot decode', ramSection(0, [[0, 1, 2, 100]], 100), /^RAM_PAGES entry 0: page encoding XBZRLE is not supported/],
+      ['a reserved encoding this build cannot decode', ramSection(0, [[0, 1, 3, 100]], 100), /^RAM_PAGES entry 0: page encoding ZLIB is not supported/],
+      ['an XBZRLE entry of two pages', ramSection(0, [[0, 2, 2, 3]], 3), /^RAM_PAGES entry 0: an XBZRLE entry covers one page, not 2$/],
+      ['an XBZRLE delta larger than a page', ramSection(0, [[0, 1, 2, 5000]], 5000), /XBZRLE delta of 5000 bytes is larger than a page/],
+      ['an XBZRLE delta running past its page', ramSection(0, [[0, 1, 2, 4]], 4, 0, 0, Uint8Array.of(0x80, 0x20, 1, 9)), /XBZRLE run ends at byte 4097/],
+      ['unknown batch flags', ramSection(0, [[0, 1, 0, 0]], 0, 0, 2), /^RAM_PAGES: unknown batch flags 0x2$/],
+      ['a zlib block that does not inflate', ramSection(0, [[0, 1, 1, 4096]], 10, 0, 1, Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)), /^RAM_PAGES: the zlib block does not inflate/],
+      ['a zlib block far larger than its pages', ramSection(0, [[0, 1, 1, 4096]], 6000, 0, 1), /a zlib block of 6000 bytes cannot hold 4096 bytes/],
+      ['an XBZRLE entry in a zlib batch', ramSection(0, [[0, 1, 2, 3]], 3, 0, 1), /XBZRLE entry in a zlib batch/],
       ['NORMAL pages with the wrong payload size', ramSection(0, [[0, 1, 1, 100]], 100), /^RAM_PAGES entry 0: 1 NORMAL pages carry 100 bytes, not 4096$/],
       ['ZERO pages with a payload', ramSection(0, [[0, 1, 0, 8]], 8), /ZERO pages carry 8 payload bytes/],
       ['a length that disagrees with the entries', ramSection(0, [[0, 1, 0, 0]], 0, 4), /^RAM_PAGES: entries describe 24 bytes but the section is 28$/],
