@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have gcc || need+=(gcc)
+# gcc only recommends the C library headers; test helpers compiled at test time (tests/harness/*.c) include them.
+[ -f /usr/include/stdio.h ] && [ -f /usr/include/linux/if_packet.h ] || need+=(libc6-dev)
 have ld || need+=(binutils)
 have make || need+=(make)
 have xz || need+=(xz-utils)
