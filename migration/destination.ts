@@ -71,6 +71,8 @@ export async function runDestination(ctx: DestinationContext, address: Migration
   let multifd: MultifdReceiver | undefined;
   /** Sections after the final pass wait here until every multifd channel has delivered its last pages. */
   let held: StreamMessage[] | undefined;
+  /** A pass whose RAM_PASS_END arrived but whose PASS_ACK waits for the multifd channels. */
+  let unacked = 0;
 
   const ramSink: RamSink = {
     target: (region, offset, length) => {
@@ -126,6 +128,7 @@ export async function runDestination(ctx: DestinationContext, address: Migration
                 stopListening();
                 releaseHeld();
               },
+              onSync: () => ackPass(),
               onFail: fail,
             });
             onChannel = (s) => multifd!.adopt(s);
@@ -153,6 +156,10 @@ export async function runDestination(ctx: DestinationContext, address: Migration
         case 'pass-end':
           stats.dirtySyncCount = m.dirtySyncs;
           stats.passes++;
+          if (multifd && !m.final) {
+            unacked = m.pass;
+            ackPass();
+          }
           return;
         case 'end':
           socket!.write(Buffer.concat(replies.ready(reader.summary)));
@@ -174,6 +181,13 @@ export async function runDestination(ctx: DestinationContext, address: Migration
         default:
           return;
       }
+    };
+
+    /** Tells the source a pass is complete here once every channel has delivered it (multifd). */
+    const ackPass = () => {
+      if (!unacked || done || multifd!.synced < unacked) return;
+      socket!.write(Buffer.concat(replies.passAck(unacked)));
+      unacked = 0;
     };
 
     /** Replays what arrived after the final pass once all RAM is in (multifd). */

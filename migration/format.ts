@@ -16,7 +16,7 @@ export const FORMAT_MINOR = 1;
 
 /**
  * What each minor version added. A source writes its own version; a destination reads any minor up to its own.
- * 1.1: multifd data channels (CHANNEL preamble, CHANNEL_SYNC), zlib-compressed RAM_PAGES payloads (batch flag
+ * 1.1: multifd data channels (CHANNEL preamble, CHANNEL_SYNC, the PASS_ACK reply), zlib-compressed RAM_PAGES payloads (batch flag
  * BATCH_ZLIB) and XBZRLE page deltas.
  */
 export const FORMAT_HISTORY: Readonly<Record<number, string>> = {
@@ -55,6 +55,8 @@ export const SectionType = {
   ACCEPT: 0x20,
   READY: 0x21,
   RUNNING: 0x22,
+  /** Multifd: every channel's pages of pass N (body: u32 N) are in guest memory here; the source judges the next pass by it. */
+  PASS_ACK: 0x23,
   ERROR: 0x7f,
 } as const;
 /** A section type code. */
@@ -91,6 +93,7 @@ export const SECTION_VERSIONS: Readonly<Record<SectionType, { readonly current: 
   [SectionType.ACCEPT]: { current: 1, oldest: 1 },
   [SectionType.READY]: { current: 1, oldest: 1 },
   [SectionType.RUNNING]: { current: 1, oldest: 1 },
+  [SectionType.PASS_ACK]: { current: 1, oldest: 1 },
   [SectionType.ERROR]: { current: 1, oldest: 1 },
 };
 
@@ -177,6 +180,7 @@ export function maxBodySize(type: SectionType, limits: StreamLimits): number {
     case SectionType.RAM_PAGES: return RAM_BATCH_HEADER_SIZE + limits.batchEntries * RAM_ENTRY_SIZE + limits.batchPages * PAGE_SIZE;
     case SectionType.RAM_PASS_END: return 12;
     case SectionType.CHANNEL_SYNC: return 8;
+    case SectionType.PASS_ACK: return 4;
     case SectionType.VCPU_STATE: return limits.vcpuBytes;
     case SectionType.IRQCHIP:
     case SectionType.PIT:
@@ -233,6 +237,7 @@ export type StreamMessage =
   | { type: 'accept'; major: number; minor: number }
   | { type: 'ready'; summary: StreamSummary }
   | { type: 'running' }
+  | { type: 'pass-ack'; pass: number }
   | { type: 'error'; message: string; code?: string };
 
 /** Which direction a reader or writer handles: the source's stream, or the destination's replies. */
@@ -250,7 +255,7 @@ const ORDER: Readonly<Record<Phase, ReadonlyMap<SectionType, Phase>>> = {
   ]),
   end: new Map([[SectionType.RUN, 'done']]),
   accept: new Map([[SectionType.ACCEPT, 'ready']]),
-  ready: new Map([[SectionType.READY, 'running']]),
+  ready: new Map<SectionType, Phase>([[SectionType.READY, 'running'], [SectionType.PASS_ACK, 'ready']]),
   running: new Map([[SectionType.RUNNING, 'done']]),
   channel: new Map<SectionType, Phase>([[SectionType.RAM_PAGES, 'channel'], [SectionType.CHANNEL_SYNC, 'channel']]),
   done: new Map(),
@@ -262,7 +267,7 @@ const EXPECTING: Readonly<Record<Phase, string>> = {
   state: 'VCPU_STATE, IRQCHIP, PIT, CLOCK, DEVICE_STATE or END',
   end: 'RUN',
   accept: 'ACCEPT',
-  ready: 'READY',
+  ready: 'READY or PASS_ACK',
   running: 'RUNNING',
   channel: 'RAM_PAGES or CHANNEL_SYNC',
   done: 'nothing (the stream is complete)',

@@ -15,6 +15,8 @@ export interface MultifdReceiverHooks {
   onBytes(n: number): void;
   /** Every channel has received its final CHANNEL_SYNC: all RAM is in. */
   onComplete(): void;
+  /** A channel reached a CHANNEL_SYNC: `synced` may have grown. */
+  onSync(): void;
   /** A channel failed (bad preamble, corrupt data, cut early, or channels missing): the migration fails. */
   onFail(e: unknown): void;
 }
@@ -23,6 +25,8 @@ export interface MultifdReceiverHooks {
 export class MultifdReceiver {
   private readonly sockets: net.Socket[] = [];
   private readonly seen = new Set<number>();
+  /** The last pass each channel has synced, by channel index. */
+  private readonly syncs: number[];
   private finished = 0;
   private failed = false;
   private readonly timer: NodeJS.Timeout;
@@ -33,6 +37,7 @@ export class MultifdReceiver {
     private readonly sink: RamSink,
     private readonly hooks: MultifdReceiverHooks,
   ) {
+    this.syncs = new Array<number>(plan.channels).fill(0);
     this.timer = setTimeout(() => {
       if (this.seen.size < plan.channels) this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd: ${this.seen.size} of ${plan.channels} channels opened within ${CHANNELS_TIMEOUT_MS / 1000} s`));
     }, CHANNELS_TIMEOUT_MS);
@@ -41,6 +46,11 @@ export class MultifdReceiver {
   /** True once every channel has delivered its last pages. */
   get complete(): boolean {
     return this.finished === this.plan.channels;
+  }
+
+  /** The last pass every channel has fully delivered (its pages are in guest memory). */
+  get synced(): number {
+    return Math.min(...this.syncs);
   }
 
   /** Takes an accepted connection as one of the channels; its preamble says which. */
@@ -62,9 +72,14 @@ export class MultifdReceiver {
         if (this.seen.size === this.plan.channels) clearTimeout(this.timer);
         return;
       }
-      if (m.type === 'channel-sync' && m.final) {
-        ended = true;
-        if (++this.finished === this.plan.channels) this.hooks.onComplete();
+      if (m.type === 'channel-sync') {
+        this.syncs[index] = m.pass;
+        if (m.final) {
+          ended = true;
+          if (++this.finished === this.plan.channels) this.hooks.onComplete();
+        } else {
+          this.hooks.onSync();
+        }
         return;
       }
       if (m.type === 'error') throw new TsvirtError('ERR_MIGRATION_PEER', `source reported on multifd channel ${index}: ${m.message}`);

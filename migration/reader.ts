@@ -547,7 +547,8 @@ export class StreamReader {
     const raw = this.ramEntries.reduce((n, e) => n + e.payload, 0);
     let pages: Uint8Array;
     try {
-      pages = inflateRawSync(this.acc, { maxOutputLength: Math.max(raw, 1) });
+      // One output chunk of the known size: the default 16 KiB chunks plus their concatenation halve inflate's speed.
+      pages = inflateRawSync(this.acc, { maxOutputLength: Math.max(raw, 1), chunkSize: Math.max(raw, 64) });
     } catch (e) {
       this.fail('corrupt', `RAM_PAGES: the zlib block does not inflate: ${(e as Error).message}`);
     }

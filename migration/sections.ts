@@ -263,6 +263,11 @@ export function decodeSection(type: SectionType, body: Uint8Array, limits: Strea
     case SectionType.RUNNING:
       c.done();
       return { type: 'running' };
+    case SectionType.PASS_ACK: {
+      const pass = c.u32('the pass number');
+      c.done();
+      return { type: 'pass-ack', pass };
+    }
     case SectionType.ACCEPT: {
       const v = json(body, where) as Record<string, unknown> | null;
       const major = v?.major;

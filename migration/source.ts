@@ -20,6 +20,8 @@ import { sendFds } from '../machine/host/fd-passing.js';
 
 const PAGE_SIZE = 4096;
 const REPLY_TIMEOUT_MS = 30000;
+/** What a zero page counts as when judging a pass's throughput: found and sent at memcmp speed, so almost nothing. */
+const ZERO_PAGE_COST = 64;
 /** Let QMP and other I/O run at least this often while pages stream out. */
 const YIELD_EVERY_BYTES = 32 * 1024 * 1024;
 /**
@@ -58,7 +60,15 @@ class Replies {
   private queue: StreamMessage[] = [];
   private waiter?: () => void;
   private closed?: Error;
-  private readonly reader = new StreamReader({ direction: 'replies', onMessage: (m) => this.queue.push(m) });
+  /** The last pass the destination acknowledged (PASS_ACK, multifd only). */
+  private acked = 0;
+  private readonly reader = new StreamReader({
+    direction: 'replies',
+    onMessage: (m) => {
+      if (m.type === 'pass-ack') this.acked = Math.max(this.acked, m.pass);
+      else this.queue.push(m);
+    },
+  });
 
   constructor(socket: net.Socket) {
     socket.on('data', (d: Buffer) => {
@@ -79,6 +89,16 @@ class Replies {
     });
   }
 
+  /** Resolves once the destination has acknowledged pass `pass` (multifd); fails as `next` does. */
+  async ack(pass: number, signal: AbortSignal | null, timeoutMs = REPLY_TIMEOUT_MS): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.acked < pass) {
+      const error = this.queue.find((m) => m.type === 'error');
+      if (error?.type === 'error') throw new TsvirtError('ERR_MIGRATION_PEER_REFUSED', `destination reported: ${error.message}`);
+      await this.wait(`PASS_ACK ${pass}`, signal, deadline, timeoutMs);
+    }
+  }
+
   /** The next reply; fails on timeout, on a closed connection, or when cancelled. */
   async next(what: string, signal: AbortSignal | null, timeoutMs = REPLY_TIMEOUT_MS): Promise<StreamMessage> {
     const deadline = Date.now() + timeoutMs;
@@ -89,15 +109,20 @@ class Replies {
         if (m.type === 'error') throw new TsvirtError('ERR_MIGRATION_PEER_REFUSED', `destination reported: ${m.message}`);
         return m;
       }
-      if (this.closed) throw new TsvirtError('ERR_MIGRATION_PEER', `waiting for ${what}: ${this.closed.message}`);
-      if (signal?.aborted) throw new MigrationCancelled();
-      const left = deadline - Date.now();
-      if (left <= 0) throw new TsvirtError('ERR_MIGRATION_TIMEOUT', `no ${what} from the destination within ${timeoutMs / 1000} s`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 200));
-        this.waiter = () => { clearTimeout(t); this.waiter = undefined; resolve(); };
-      });
+      await this.wait(what, signal, deadline, timeoutMs);
     }
+  }
+
+  /** Waits for more replies (up to 200 ms at a time); throws if the connection closed, on cancel, or past `deadline`. */
+  private async wait(what: string, signal: AbortSignal | null, deadline: number, timeoutMs: number): Promise<void> {
+    if (this.closed) throw new TsvirtError('ERR_MIGRATION_PEER', `waiting for ${what}: ${this.closed.message}`);
+    if (signal?.aborted) throw new MigrationCancelled();
+    const left = deadline - Date.now();
+    if (left <= 0) throw new TsvirtError('ERR_MIGRATION_TIMEOUT', `no ${what} from the destination within ${timeoutMs / 1000} s`);
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, Math.min(left, 200));
+      this.waiter = () => { clearTimeout(t); this.waiter = undefined; resolve(); };
+    });
   }
 }
 
@@ -162,7 +187,6 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       const n = chunks.reduce((s, c) => s + c.length, 0);
       for (let wait = limiter.take(n); wait > 0; wait = limiter.take(n)) await new Promise((r) => setTimeout(r, wait));
       await writer.write(chunks);
-      meter.addBytes(n);
       stats.transferredBytes += n;
       period.sent += n;
       await maybeThrottle();
@@ -174,9 +198,23 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       }
     };
     const send = (chunks: Uint8Array[]) => sendOn(channel, chunks);
+    /**
+     * Marks the end of a pre-copy pass on every connection. With multifd, also waits until the destination has every
+     * page of the pass in memory (PASS_ACK): its channels decompress and copy on their own, and a pass only counts
+     * as done, for the throughput that decides the switch-over, once the destination has caught up with it.
+     */
+    const endPass = async () => {
+      const n = w.summary.passes + 1;
+      await multifd?.sync(n, false, sendOn);
+      await send(w.passEnd(stats.dirtySyncCount, false));
+      if (multifd) await replies.ack(n, ctx.cancelled);
+    };
     const countBatch = (batch: RamBatch) => {
       stats.normalPages += batch.normalPages;
       stats.zeroPages += batch.zeroPages;
+      // Convergence is judged in guest bytes moved per second, not wire bytes: with zlib or XBZRLE a page costs less
+      // on the wire than the 4 KiB the remaining dirty bytes count it as.
+      meter.addBytes(batch.normalPages * PAGE_SIZE + batch.zeroPages * ZERO_PAGE_COST);
     };
     const xbzrle = settings.capability('xbzrle') ? new XbzrleCache(params['xbzrle-cache-size']) : undefined;
     stats.xbzrle = xbzrle?.counters;
@@ -237,6 +275,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       stats.passes = pass;
       ctx.onPass(pass);
       await sendPages(vm.ram.map((_, r) => vm.populatedPages(r)));
+      await endPass();
     }
 
     // Phase: dirty passes until the expected downtime fits the limit (or the timeout decides).
@@ -318,9 +357,8 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       pass = meter.beginPass();
       stats.passes = pass;
       ctx.onPass(pass);
-      await multifd?.sync(w.summary.passes + 1, false, sendOn);
-      await send(w.passEnd(stats.dirtySyncCount, false));
       await sendPages(dirty);
+      await endPass();
     }
   } catch (e) {
     stats.finishedAt = performance.now();

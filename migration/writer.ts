@@ -376,6 +376,13 @@ export class ReplyWriter {
     return frame(this.order, SectionType.READY, [encodeJsonBody(summary)]);
   }
 
+  /** PASS_ACK: every multifd channel's pages of pass `pass` are in guest memory. */
+  passAck(pass: number): Uint8Array[] {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, pass, true);
+    return frame(this.order, SectionType.PASS_ACK, [b]);
+  }
+
   /** RUNNING: RUN arrived and the vCPUs run here now. */
   running(): Uint8Array[] {
     return frame(this.order, SectionType.RUNNING, []);

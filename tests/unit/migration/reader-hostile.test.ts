@@ -389,7 +389,7 @@ describe('migration reader against hostile input', () => {
       expect(r.reader.expecting).to.equal('RAM_PAGES or RAM_PASS_END (or ERROR)');
       const replies = collectingReader('replies');
       replies.reader.push(concat(new ReplyWriter().accept()));
-      expect(replies.reader.expecting).to.equal('READY (or ERROR)');
+      expect(replies.reader.expecting).to.equal('READY or PASS_ACK (or ERROR)');
     });
   });
 });
