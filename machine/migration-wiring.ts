@@ -1,7 +1,7 @@
 // Connects live migration to the machine: the machine seen through migration's MigratableVm port, and -incoming.
 
 import type { VmConfig } from './config.js';
-import { ConfigError, StateError } from './errors.js';
+import { StateError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Machine } from './machine.js';
 import type { BuiltVm } from './builder.js';
@@ -244,9 +244,7 @@ export function startMigrationFor(config: VmConfig, built: BuiltVm, log: Logger)
       machine.quit(1);
     },
   });
-  if (config.incoming?.kind === 'defer') {
-    throw new ConfigError('incoming', "'defer' needs migrate-incoming, which tsvirt does not have yet: give the URI here");
-  }
+  if (config.incoming?.kind === 'defer') manager.deferIncoming(config.startPaused);
   // A file: restore runs the guest as soon as it is done: main.ts starts it once QMP is up (see beginIncoming).
   if (config.incoming && config.incoming.kind !== 'file') beginIncoming(config, manager);
   return manager;

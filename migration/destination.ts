@@ -48,9 +48,9 @@ class WrittenPages {
  * Waits for one incoming migration on `address` and completes it. Resolves once the guest runs here; rejects (the
  * guest never having run here) when the stream is refused, corrupt or cut.
  */
-export async function runDestination(ctx: DestinationContext, address: MigrationAddress): Promise<void> {
+export async function runDestination(ctx: DestinationContext, address: MigrationAddress, listening?: net.Server): Promise<void> {
   const { vm, status, stats } = ctx;
-  const server = await listen(address);
+  const server = listening ?? (await listen(address));
   ctx.log(`waiting for an incoming migration on ${describeAddress(address)}`);
   const accepted = await new Promise<net.Socket>((resolve) => server.once('connection', resolve));
   // The listener stays open until the CONFIG says whether multifd channels follow on the same address.

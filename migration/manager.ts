@@ -3,7 +3,8 @@
 import { TsvirtError } from '../machine/errors.js';
 import { EventHub, MIGRATION_CAPABILITIES, type DirtyRateInfo, type MigrateRequest, type MigrationApi, type MigrationCapabilityState, type MigrationInfo, type MigrationParameters as QmpParameters } from '../qmp/index.js';
 import { fromWire, toWire } from '../qmp/protocol.js';
-import { parseMigrationUri, type MigrationAddress } from './channel.js';
+import type { Server } from 'node:net';
+import { listen, parseMigrationUri, type MigrationAddress } from './channel.js';
 import { runDestination } from './destination.js';
 import { MigrationSettings } from './params.js';
 import { MigrationParamError } from './errors.js';
@@ -57,14 +58,39 @@ export class MigrationManager implements MigrationApi {
     return s;
   }
 
+  private deferred?: { startPaused: boolean };
+
+  /** `-incoming defer`: the VM waits, in `inmigrate`, for migrate-incoming to say where to listen. */
+  deferIncoming(startPaused: boolean): void {
+    this.role = 'destination';
+    this.deferred = { startPaused };
+    this.opts.vm.setRunState('inmigrate');
+  }
+
+  /** Listens at once (so a busy port is this command's error, and the VM keeps waiting), then receives in the background. */
+  async migrateIncoming(uri: string): Promise<void> {
+    if (!this.deferred) {
+      throw new TsvirtError('ERR_MIGRATION_STATE', this.role === 'destination' ? 'The incoming migration has already been started' : "'-incoming' was not specified on the command line");
+    }
+    const address = parseMigrationUri(uri);
+    const { startPaused } = this.deferred;
+    const server = address.kind === 'file' ? undefined : await listen(address);
+    if (!this.deferred) {
+      server?.close();
+      throw new TsvirtError('ERR_MIGRATION_STATE', 'The incoming migration has already been started');
+    }
+    this.deferred = undefined;
+    void this.incoming(address, startPaused, server).catch(() => {});
+  }
+
   /** Starts waiting for an incoming migration (-incoming). */
-  incoming(address: MigrationAddress, startPaused: boolean): Promise<void> {
+  incoming(address: MigrationAddress, startPaused: boolean, listening?: Server): Promise<void> {
     this.role = 'destination';
     this.status = this.newStatus('destination');
     this.stats = new MigrationStats(this.totalRam());
     this.opts.vm.setRunState('inmigrate');
     const ctx = { vm: this.opts.vm, status: this.status, stats: this.stats, startPaused, log: this.opts.log };
-    const done = address.kind === 'file' ? runRestore(ctx, address.path) : runDestination(ctx, address);
+    const done = address.kind === 'file' ? runRestore(ctx, address.path) : runDestination(ctx, address, listening);
     done.catch((e) => this.opts.onIncomingFailed?.((e as Error).message));
     return done;
   }

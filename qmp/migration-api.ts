@@ -200,6 +200,8 @@ export interface MigrateRequest {
 export interface MigrationApi {
   /** Start an outgoing migration and return once it is under way (QEMU's `migrate` does not wait for completion). */
   migrate(request: MigrateRequest): void | Promise<void>;
+  /** Start listening for the incoming migration of a VM started with `-incoming defer` (QEMU's migrate-incoming). */
+  migrateIncoming(uri: string): void | Promise<void>;
   /** Cancel the running migration; a no-op when none runs (as in QEMU). */
   cancel(): void | Promise<void>;
   /** Current status; `{ status: 'none' }` before any migration has run (see docs/qmp.md). */

@@ -24,6 +24,10 @@ export class StubMigration implements MigrationApi {
     throw new MigrationUnavailableError();
   }
 
+  migrateIncoming(_uri: string): void {
+    throw new MigrationUnavailableError();
+  }
+
   cancel(): void {
     // Nothing runs, so there is nothing to cancel; QEMU answers {} here too.
   }

@@ -5,6 +5,7 @@ import { cont } from './cont.js';
 import { queryDirtyRate } from './query-dirty-rate.js';
 import { humanMonitorCommand } from './human-monitor-command.js';
 import { migrateCancel } from './migrate-cancel.js';
+import { migrateIncoming } from './migrate-incoming.js';
 import { migrateSetCapabilities } from './migrate-set-capabilities.js';
 import { migrateSetParameters } from './migrate-set-parameters.js';
 import { migrate } from './migrate.js';
@@ -55,6 +56,7 @@ export const BUILTIN_COMMANDS: readonly AnyCommandDef[] = Object.freeze([
   humanMonitorCommand,
   migrate,
   migrateCancel,
+  migrateIncoming,
   queryMigrate,
   migrateSetParameters,
   queryMigrateParameters,

@@ -89,3 +89,45 @@ describe('multifd migration', function () {
     expect((await src.qmp.run('query-migrate-parameters'))['multifd-compression']).to.equal('none');
   });
 });
+
+describe('QEMU-style destination: -incoming defer, then migrate-incoming', function () {
+  this.timeout(120000);
+  before(requireKvm);
+  let fleet: VmFleet;
+  beforeEach(() => (fleet = new VmFleet()));
+  afterEach(async () => fleet.cleanup());
+
+  it('waits in inmigrate, takes capabilities, listens on migrate-incoming and receives a multifd migration', async () => {
+    const dst = await fleet.start(['-incoming', 'defer']);
+    expect((await dst.qmp.run('query-status')).status).to.equal('inmigrate');
+    // What QEMU tooling does on a QEMU destination; harmless here.
+    await dst.qmp.run('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
+    await dst.qmp.run('migrate-set-parameters', { 'multifd-channels': 2 });
+    const uri = `tcp:127.0.0.1:${await freePort()}`;
+    expect(await dst.qmp.run('migrate-incoming', { uri })).to.deep.equal({});
+    const again = await dst.qmp.execute('migrate-incoming', { uri });
+    expect(again.error?.desc).to.equal('The incoming migration has already been started');
+    const src = await fleet.start([], { append: 'console=ttyS0 dirty_mib=16 dirty_rate=0' });
+    await src.proc.waitFor(/HB seq=2 .*sweeps=/);
+    await enableMultifd(src, 2, 'none');
+    const busy = await src.qmp.execute('migrate-incoming', { uri });
+    expect(busy.error?.desc).to.equal("'-incoming' was not specified on the command line");
+    await src.qmp.run('migrate', { uri });
+    const info = await waitMigration(src, ['completed', 'failed']);
+    expect(info.status, info['error-desc']).to.equal('completed');
+    expect((await dst.qmp.run('query-status')).status).to.equal('running');
+    await expectMemoryIntact(dst);
+  });
+
+  it('reports a port that cannot be listened on as the command error and keeps waiting', async () => {
+    const taken = await fleet.start(['-incoming', 'defer']);
+    const dst = await fleet.start(['-incoming', 'defer']);
+    const uri = `tcp:127.0.0.1:${await freePort()}`;
+    await taken.qmp.run('migrate-incoming', { uri });
+    const r = await dst.qmp.execute('migrate-incoming', { uri });
+    expect(r.error?.desc).to.match(/cannot listen on tcp:127\.0\.0\.1:\d+: EADDRINUSE/);
+    expect((await dst.qmp.run('query-status')).status).to.equal('inmigrate');
+    const other = `unix:${fleet.sock('defer')}`;
+    expect(await dst.qmp.run('migrate-incoming', { uri: other })).to.deep.equal({});
+  });
+});

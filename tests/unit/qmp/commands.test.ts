@@ -195,6 +195,12 @@ const CASES: Case[] = [
     bad: { args: { uri: 1 }, desc: "Invalid parameter type for 'uri', expected: string" },
   },
   {
+    command: 'migrate-incoming',
+    args: { uri: 'tcp:127.0.0.1:4446' },
+    check: (r) => expect(r.error).to.deep.equal({ class: 'GenericError', desc: 'Migration is not supported by this tsvirt build' }),
+    bad: { args: {}, desc: "Parameter 'uri' is missing" },
+  },
+  {
     command: 'migrate_cancel',
     check: (r) => expect(r.return).to.deep.equal({}),
     bad: unexpected,
