@@ -79,7 +79,16 @@ export interface SwitchoverInput {
   timeoutS: number;
   strategy: TimeoutStrategy;
   stateBytes?: number;
+  /** Dirty bytes the pass before this one left (0 or absent for the first pass). */
+  previousRemainingBytes?: number;
 }
+
+/**
+ * A pass that cut the dirty set at least this many times over says the next one will cut it again: another pass then
+ * buys a shorter pause, as long as the pause expected now is not already small (DOWNTIME_FLOOR of the limit).
+ */
+const FAST_SHRINK = 2;
+const DOWNTIME_FLOOR = 0.1;
 
 /** The decision, the downtime it expects, and a sentence for the log. */
 export interface SwitchoverDecision {
@@ -90,16 +99,26 @@ export interface SwitchoverDecision {
 
 /**
  * Switch over when the remaining bytes fit in the downtime limit at the measured bandwidth (QEMU's
- * `pending <= bandwidth x downtime-limit`); when the timeout has passed, cancel or force the switchover
- * as the strategy says; otherwise run another pass.
+ * `pending <= bandwidth x downtime-limit`), unless the last pass shrank the dirty set fast enough that one more
+ * pass promises a much shorter pause (XBZRLE and compression make passes cheap); when the timeout has passed,
+ * cancel or force the switchover as the strategy says; otherwise run another pass.
  */
 export function decideSwitchover(i: SwitchoverInput): SwitchoverDecision {
   const expected = expectedDowntimeMs(i.remainingBytes + (i.stateBytes ?? 0), i.bytesPerSecond);
   const fmt = (ms: number) => (Number.isFinite(ms) ? `${ms.toFixed(1)} ms` : 'unknown');
+  const shrinking = i.previousRemainingBytes !== undefined && i.previousRemainingBytes > 0 && i.remainingBytes * FAST_SHRINK <= i.previousRemainingBytes;
+  const pastTimeout = i.timeoutS > 0 && i.elapsedMs >= i.timeoutS * 1000;
+  if (expected <= i.downtimeLimitMs && shrinking && !pastTimeout && expected > i.downtimeLimitMs * DOWNTIME_FLOOR) {
+    return {
+      action: 'iterate',
+      expectedDowntimeMs: expected,
+      reason: `expected downtime ${fmt(expected)} is within the ${i.downtimeLimitMs} ms limit, but the last pass cut the dirty set ${(i.previousRemainingBytes! / Math.max(1, i.remainingBytes)).toFixed(1)}x: one more pass`,
+    };
+  }
   if (expected <= i.downtimeLimitMs) {
     return { action: 'switchover', expectedDowntimeMs: expected, reason: `expected downtime ${fmt(expected)} is within the ${i.downtimeLimitMs} ms limit` };
   }
-  if (i.timeoutS > 0 && i.elapsedMs >= i.timeoutS * 1000) {
+  if (pastTimeout) {
     const action = i.strategy === 'force-switchover' ? 'switchover' : 'cancel';
     return { action, expectedDowntimeMs: expected, reason: `the ${i.timeoutS} s migration timeout passed with expected downtime ${fmt(expected)} over the ${i.downtimeLimitMs} ms limit` };
   }

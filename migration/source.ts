@@ -222,7 +222,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
     vm.ram.reduce((n, r) => (regionFirstPage.push(n), n + r.size / PAGE_SIZE), 0);
 
     /** Sends the pages of `dirty` (or every populated page) of each region. */
-    const sendPages = async (bitmaps: (Uint32Array | null)[]) => {
+    const sendPages = async (bitmaps: (Uint32Array | null)[], guestStopped = false) => {
       if (multifd) {
         const before = multifd.sentBytes;
         await multifd.sendPages(vm.ram, bitmaps, sendOn, countBatch, checkCancel);
@@ -236,7 +236,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         for (const batch of planRamBatches(vm.ram[r].bytes, bitmap, batchPages)) {
           checkCancel();
           countBatch(batch);
-          await send(w.ramPages(r, vm.ram[r].bytes, xbzrle ? xbzrleRuns(xbzrle, regionFirstPage[r], vm.ram[r].bytes, batch) : batch.runs));
+          await send(w.ramPages(r, vm.ram[r].bytes, xbzrle ? xbzrleRuns(xbzrle, regionFirstPage[r], vm.ram[r].bytes, batch, guestStopped) : batch.runs));
         }
       }
     };
@@ -260,6 +260,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
     status.transition('active');
 
     let pass = 0;
+    let previousRemainingBytes: number | undefined;
     if (local) {
       // Phase: memory hand-over. Both processes now map the same memfds: no page is copied, and nothing is dirty.
       phase = 'memory hand-over';
@@ -298,7 +299,9 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         elapsedMs: performance.now() - stats.startedAt,
         timeoutS: p['x-migration-timeout'],
         strategy: p['x-migration-timeout-strategy'],
+        previousRemainingBytes,
       });
+      previousRemainingBytes = dirtyBytes;
       stats.expectedDowntimeMs = Number.isFinite(decision.expectedDowntimeMs) ? Math.round(decision.expectedDowntimeMs) : 0;
       limiter.setRate(p['max-bandwidth']);
 
@@ -323,7 +326,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         pass = meter.beginPass();
         stats.passes = pass;
         ctx.onPass(pass);
-        if (!local) await sendPages(last);
+        if (!local) await sendPages(last, true);
         await multifd?.sync(w.summary.passes + 1, true, sendOn);
         await send(w.passEnd(stats.dirtySyncCount, true));
         for (let i = 0; i < vm.vcpuCount; i++) await send(w.vcpu(i, vm.saveVcpu(i)));

@@ -142,6 +142,26 @@ export class XbzrleCache {
     return { kind: 'delta', length: n };
   }
 
+  /**
+   * For the last pass, with the guest stopped: the delta of `live` against the cached copy written into `out`, or -1
+   * when the page is not cached or the delta is too large. Nothing is copied and the cache is left as it is (nothing
+   * is sent after this pass).
+   */
+  finalDelta(page: number, live: Uint8Array, out: Uint8Array): number {
+    const slot = page % this.slots;
+    if (this.tags[slot] !== page + 1) {
+      this.counters.cacheMiss++;
+      return -1;
+    }
+    const n = encodeDelta(live, this.data.subarray(slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE), out, PAGE_SIZE / 2);
+    if (n < 0) this.counters.overflow++;
+    else {
+      this.counters.pages++;
+      this.counters.bytes += n;
+    }
+    return n;
+  }
+
   /** The page was sent as ZERO: the destination's copy is zeros now, so drop ours. */
   forget(page: number): void {
     const slot = page % this.slots;
@@ -154,7 +174,8 @@ export class XbzrleCache {
  * even while the guest writes), then sent as a delta against the cached copy when that is small, else whole.
  * `firstPage` numbers the region's pages within the whole guest, for the cache.
  */
-export function xbzrleRuns(cache: XbzrleCache, firstPage: number, bytes: Uint8Array, batch: RamBatch): RamRun[] {
+export function xbzrleRuns(cache: XbzrleCache, firstPage: number, bytes: Uint8Array, batch: RamBatch, guestStopped = false): RamRun[] {
+  if (guestStopped) return finalRuns(cache, firstPage, bytes, batch);
   // One buffer per batch, owned by the socket until written: the cache's own copies may change before then.
   const arena = Buffer.allocUnsafeSlow(batch.normalPages * PAGE_SIZE);
   let at = 0;
@@ -170,6 +191,35 @@ export function xbzrleRuns(cache: XbzrleCache, firstPage: number, bytes: Uint8Ar
       const r = cache.prepare(firstPage + p, bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), slot);
       out.push({ firstPage: p, pageCount: 1, kind: r.kind === 'delta' ? 'xbzrle' : 'normal', data: slot.subarray(0, r.length) });
       at += (r.length + 3) & ~3; // keep the next snapshot 4-byte aligned for the word compare
+    }
+  }
+  return out;
+}
+
+/**
+ * The last pass's runs, with the guest stopped: live pages cannot change under the send, so cached pages go as deltas
+ * straight from guest memory and the others as views of it, with no snapshot and no cache update.
+ */
+function finalRuns(cache: XbzrleCache, firstPage: number, bytes: Uint8Array, batch: RamBatch): RamRun[] {
+  const arena = Buffer.allocUnsafeSlow(batch.normalPages * (PAGE_SIZE / 2));
+  let at = 0;
+  const out: RamRun[] = [];
+  for (const run of batch.runs) {
+    if (run.kind === 'zero') {
+      out.push(run);
+      continue;
+    }
+    for (let p = run.firstPage; p < run.firstPage + run.pageCount; p++) {
+      const live = bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+      const n = cache.finalDelta(firstPage + p, live, arena.subarray(at, at + PAGE_SIZE / 2));
+      if (n < 0) {
+        const last = out[out.length - 1];
+        if (last?.kind === 'normal' && last.firstPage + last.pageCount === p) last.pageCount++;
+        else out.push({ firstPage: p, pageCount: 1, kind: 'normal' });
+        continue;
+      }
+      out.push({ firstPage: p, pageCount: 1, kind: 'xbzrle', data: arena.subarray(at, at + n) });
+      at += n;
     }
   }
   return out;

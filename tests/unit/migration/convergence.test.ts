@@ -54,6 +54,15 @@ describe('migration convergence', () => {
       expect(d.reason).to.equal('expected downtime 310.0 ms exceeds the 300 ms limit');
     });
 
+    it('runs one more pass when the last one cut the dirty set at least in half and the pause would not be short', () => {
+      const d = decideSwitchover({ ...base, previousRemainingBytes: 60 * MB });
+      expect(d.action).to.equal('iterate');
+      expect(d.reason).to.equal('expected downtime 300.0 ms is within the 300 ms limit, but the last pass cut the dirty set 2.0x: one more pass');
+      expect(decideSwitchover({ ...base, previousRemainingBytes: 59 * MB }).action).to.equal('switchover');
+      expect(decideSwitchover({ ...base, remainingBytes: 3 * MB, previousRemainingBytes: 60 * MB }).action).to.equal('switchover');
+      expect(decideSwitchover({ ...base, previousRemainingBytes: 60 * MB, timeoutS: 1, elapsedMs: 1000 }).action).to.equal('switchover');
+    });
+
     it('counts the device state sent while paused', () => {
       expect(decideSwitchover({ ...base, stateBytes: 1 * MB }).action).to.equal('iterate');
     });

@@ -106,4 +106,24 @@ describe('XBZRLE cache on the source', () => {
       if (pass > 0) expect(runs.filter((r) => r.kind === 'xbzrle').length).to.be.greaterThan(20);
     }
   });
+
+  it('builds the last pass from guest memory itself: deltas for cached pages, plain runs for the rest', () => {
+    const cache = new XbzrleCache(64 * PAGE);
+    const guest = new Uint8Array(32 * PAGE).fill(1);
+    const dest = new Uint8Array(32 * PAGE);
+    const apply = (runs: ReturnType<typeof xbzrleRuns>) => {
+      for (const r of runs) {
+        const view = dest.subarray(r.firstPage * PAGE, (r.firstPage + r.pageCount) * PAGE);
+        if (r.kind === 'xbzrle') applyDelta(r.data!, view, 'test');
+        else if (r.kind === 'normal') view.set(r.data ?? guest.subarray(r.firstPage * PAGE, (r.firstPage + r.pageCount) * PAGE));
+      }
+    };
+    apply(xbzrleRuns(cache, 0, guest, { runs: [{ firstPage: 0, pageCount: 16, kind: 'normal' }], normalPages: 16, zeroPages: 0 }));
+    for (let p = 0; p < 32; p++) guest[p * PAGE + 7] = 9;
+    const last = xbzrleRuns(cache, 0, guest, { runs: [{ firstPage: 0, pageCount: 32, kind: 'normal' }], normalPages: 32, zeroPages: 0 }, true);
+    expect(last.filter((r) => r.kind === 'xbzrle').length).to.equal(16);
+    expect(last.filter((r) => r.kind === 'normal')).to.deep.equal([{ firstPage: 16, pageCount: 16, kind: 'normal' }]);
+    apply(last);
+    expect(dest).to.deep.equal(guest);
+  });
 });
