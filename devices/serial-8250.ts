@@ -180,6 +180,30 @@ export class Serial8250 implements BusDevice {
     this.notifyInputSpace();
   }
 
+  /**
+   * Whether a THR write and an LSR read may be answered outside the model right now, and what LSR then reads: -1 when
+   * not, else the LSR value. They may when such a THR write only outputs its byte and re-arms the (disabled) THR-empty
+   * interrupt, and such an LSR read has no side effect: DLAB clear, loopback off, the THR-empty interrupt disabled, no
+   * sticky LSR error (reading it would clear it) and no input-space callback due (any access would fire it).
+   * The caller must ask again after every access and every `enqueueInput` or `restoreState`.
+   */
+  fastPathLsr(): number {
+    if (this.lcr & LCR_DLAB || this.mcr & MCR_LOOP || this.ier & IER_ETBEI || this.lsrErrors) return -1;
+    if (this.inputRefused && this.inputSpace() > 0) return -1;
+    return (this.rx.length > 0 ? LSR_DR : 0) | LSR_THRE | LSR_TEMT;
+  }
+
+  /**
+   * Applies THR writes the guest made while `fastPathLsr()` allowed them, oldest first: the same output (in one call)
+   * and the same state as writing the bytes to THR one by one at that time.
+   */
+  transmit(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    this.out(bytes);
+    this.thrPending = true;
+    this.updateIrq();
+  }
+
   /** The migration snapshot. */
   saveState(): Serial8250State {
     return {

@@ -13,6 +13,7 @@ import { allocateRam } from './memory.js';
 import { vcpuCpuid } from './cpuid.js';
 import { readableMsrs } from './vcpu/state.js';
 import { VcpuHandle } from './vcpu/handle.js';
+import { SerialFastPath } from './vcpu/serial-fast-path.js';
 import { Machine, type Resettable, type StatefulDevice } from './machine.js';
 import type { Logger } from './log.js';
 import { COM1_IRQ, COM1_PORT } from './layout.js';
@@ -54,6 +55,12 @@ export interface InterruptTap {
   msiSink(inner: MsiSink): MsiSink;
 }
 
+/** One vCPU's exit counters for the log line at exit: posted to the main thread, and answered in the worker. */
+function describeExits(v: VcpuHandle): string {
+  const c = v.exitCounts();
+  return `vcpu${v.index} pio=${c.pio} mmio=${c.mmio} serial-fast thr=${c.serial.thrWrites} lsr=${c.serial.lsrReads} ring-full=${c.serial.ringFull}`;
+}
+
 /** Builds the VM described by `config` (vCPUs created but not started). */
 export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
   const { config, log } = opts;
@@ -80,12 +87,17 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
   const tapLine = (gsi: number, inner: IrqLine) => opts.interrupts?.line(gsi, inner) ?? inner;
   const irq4 = tapLine(COM1_IRQ, { set: (level: boolean) => vm.irqLine(COM1_IRQ, level) });
   const serial = new Serial8250(irq4, (bytes) => console.write(bytes));
+  // The vCPU workers answer COM1's THR writes and LSR reads themselves while the model allows it (vcpu/serial-fast-path.ts;
+  // TSVIRT_SERIAL_FAST_PATH=off posts every access). Changes to the model that are not guest accesses are republished here.
+  const fastPath = process.env.TSVIRT_SERIAL_FAST_PATH === 'off' ? undefined : new SerialFastPath(serial, COM1_PORT);
+  const republish = () => fastPath?.publish();
   const serialReset = serial.saveState();
-  resettables.push({ reset: () => serial.restoreState(serialReset) });
-  console.setInputSink((bytes) => serial.enqueueInput(bytes));
+  resettables.push({ reset: () => { serial.restoreState(serialReset); republish(); } });
+  console.setInputSink((bytes) => { const n = serial.enqueueInput(bytes); republish(); return n; });
   serial.onInputSpace(() => console.resumeInput());
-  pio.register(COM1_PORT, 8, serial, 'serial0');
-  devices.push({ id: 'serial0', version: 1, saveState: () => serial.saveState(), restoreState: (s) => serial.restoreState(s as never) });
+  pio.register(COM1_PORT, 8, fastPath?.busDevice ?? serial, 'serial0');
+  devices.push({ id: 'serial0', version: 1, saveState: () => serial.saveState(), restoreState: (s) => { serial.restoreState(s as never); republish(); } });
+  republish();
 
   const chipset = addChipset({ pio, vm, memSize: config.memSize, resettables, devices, tapLine, onPowerOff: () => machine?.guestPowerOff(), onReset: () => machine?.guestReset() });
 
@@ -101,7 +113,7 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
     const fd = new VcpuFd(vm.createVcpu(index), index);
     fd.setCpuid2(vcpuCpuid(supportedCpuid, index, config.cpus));
     if (index === 0) msrIndices.push(...readableMsrs(fd, msrCandidates));
-    return new VcpuHandle(fd, index, vm.vcpuMmapSize, exits);
+    return new VcpuHandle(fd, index, vm.vcpuMmapSize, exits, fastPath);
   };
 
   machine = new Machine({
@@ -114,6 +126,7 @@ export async function buildVm(opts: BuildOptions): Promise<BuiltVm> {
     noReboot: config.noReboot,
     noShutdown: config.noShutdown,
     exit: (code) => {
+      if (machine!.vcpus.length > 0) log.info(`vCPU exits: ${machine!.vcpus.map(describeExits).join('; ')}`);
       console.close();
       pci.close();
       opts.exit(code);

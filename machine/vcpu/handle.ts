@@ -4,6 +4,8 @@ import { Worker } from 'node:worker_threads';
 import { mmapShared, SIGUSR2, tgkill, view } from '../kvm/libc.js';
 import type { VcpuFd } from '../kvm/vcpu.js';
 import { DATA_OFFSET, MAILBOX_BYTES, MSG, REQUEST, SLOT, type VcpuWorkerData } from './protocol.js';
+import type { SerialFastPath } from './serial-fast-path.js';
+import type { FastPathCounts, SerialRingReader } from './serial-ring.js';
 
 // Without a listener, SIGUSR2 (the kick) would terminate the process.
 process.on('SIGUSR2', () => {});
@@ -24,6 +26,14 @@ export interface VcpuExitHandler {
 
 type Waiter = () => void;
 
+/** Exits of one vCPU since it started: those posted to the main thread, and those its worker answered itself. */
+export interface VcpuExitCounts {
+  readonly pio: number;
+  readonly mmio: number;
+  /** COM1 fast path (zeros without one). */
+  readonly serial: FastPathCounts;
+}
+
 /** One vCPU's worker thread, seen from the main thread. */
 export class VcpuHandle {
   private readonly mailbox = new SharedArrayBuffer(MAILBOX_BYTES);
@@ -36,6 +46,9 @@ export class VcpuHandle {
   private stopWaiters: Waiter[] = [];
   private paused = true;
   private stopped = false;
+  private serialReader?: SerialRingReader;
+  private pioExits = 0;
+  private mmioExits = 0;
   /** Host thread id of the worker (for query-cpus-fast and for kicking). */
   threadId = 0;
 
@@ -44,6 +57,8 @@ export class VcpuHandle {
     readonly index: number,
     private readonly mmapSize: number,
     private readonly exits: VcpuExitHandler,
+    /** COM1's fast path, when the worker may answer THR writes and LSR reads itself. */
+    private readonly serial?: SerialFastPath,
   ) {
     this.runBytes = new Uint8Array(view(mmapShared(fd.fd, mmapSize), mmapSize));
     // Workers start parked: the machine resumes them once every vCPU is set up.
@@ -52,17 +67,27 @@ export class VcpuHandle {
 
   /** Starts the worker; resolves once it is parked and its thread id is known. */
   async start(): Promise<void> {
-    const workerData: VcpuWorkerData = { vcpuFd: this.fd.fd, index: this.index, mmapSize: this.mmapSize, mailbox: this.mailbox };
+    const fastPath = this.serial?.attach();
+    this.serialReader = fastPath?.reader;
+    const workerData: VcpuWorkerData = { vcpuFd: this.fd.fd, index: this.index, mmapSize: this.mmapSize, mailbox: this.mailbox, serial: fastPath?.channel };
     const parked = new Promise<void>((resolve) => this.pauseWaiters.push(resolve));
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { workerData, name: `vcpu${this.index}` });
     this.worker.on('error', () => this.exits.failed(this.index, -1, 0));
     this.worker.on('exit', () => {
       this.stopped = true;
+      this.closeSerial();
       for (const w of this.stopWaiters.splice(0)) w();
       for (const w of this.pauseWaiters.splice(0)) w();
     });
     void this.serve();
+    if (this.serial && this.serialReader) void this.watchSerialRing(this.serial, this.serialReader);
     await parked;
+  }
+
+  /** Exits since start, slow and fast (the fast-path counters are the worker's, read without stopping it). */
+  exitCounts(): VcpuExitCounts {
+    const serial = this.serialReader?.counts() ?? { thrWrites: 0, lsrReads: 0, ringFull: 0 };
+    return { pio: this.pioExits, mmio: this.mmioExits, serial };
   }
 
   get isPaused(): boolean {
@@ -119,6 +144,9 @@ export class VcpuHandle {
       if (seq === this.lastSeq) continue;
       this.lastSeq = seq;
       try {
+        // Bytes the worker put in the serial ring before this exit reach the UART before the exit is handled (also
+        // before a PAUSED resolves pause(), so device state saved after a pause has every byte).
+        this.serial?.drain();
         this.handle(this.ctl[SLOT.KIND]);
       } finally {
         Atomics.store(this.ctl, SLOT.ANSWER_SEQ, seq);
@@ -135,6 +163,7 @@ export class VcpuHandle {
         const port = ctl[SLOT.ADDR_LO];
         const size = ctl[SLOT.SIZE];
         const count = ctl[SLOT.COUNT];
+        this.pioExits++;
         for (let i = 0; i < count; i++) {
           const chunk = this.data.subarray(i * size, (i + 1) * size);
           if (kind === MSG.IO_OUT) this.exits.pioWrite(port, chunk);
@@ -146,6 +175,7 @@ export class VcpuHandle {
       case MSG.MMIO_WRITE: {
         const addr = (ctl[SLOT.ADDR_HI] >>> 0) * 0x1_0000_0000 + (ctl[SLOT.ADDR_LO] >>> 0);
         const chunk = this.data.subarray(0, ctl[SLOT.SIZE]);
+        this.mmioExits++;
         if (kind === MSG.MMIO_WRITE) this.exits.mmioWrite(addr, chunk);
         else this.exits.mmioRead(addr, chunk);
         return;
@@ -159,6 +189,7 @@ export class VcpuHandle {
         return;
       case MSG.STOPPED:
         this.stopped = true;
+        this.closeSerial();
         return;
       case MSG.SHUTDOWN:
       case MSG.RESET:
@@ -170,5 +201,25 @@ export class VcpuHandle {
         else this.exits.failed(this.index, ctl[SLOT.ARG], ctl[SLOT.ARG2]);
         return;
     }
+  }
+
+  /** Feeds the serial ring to the UART whenever the worker reports it non-empty, until the worker is gone. */
+  private async watchSerialRing(serial: SerialFastPath, reader: SerialRingReader): Promise<void> {
+    const { ctl, index } = reader.wakeSlot;
+    let seen = Atomics.load(ctl, index);
+    while (!this.stopped) {
+      const w = Atomics.waitAsync(ctl, index, seen);
+      if (w.async) await w.value;
+      seen = Atomics.load(ctl, index);
+      serial.drain();
+    }
+  }
+
+  /** The worker is gone: take its last bytes and stop waiting for more. */
+  private closeSerial(): void {
+    if (!this.serial || !this.serialReader) return;
+    this.serial.drain();
+    this.serial.detach(this.serialReader);
+    this.serialReader.interrupt();
   }
 }

@@ -1,5 +1,7 @@
 // The shared-memory mailbox between a vCPU worker and the main thread: slot indices and message kinds.
 
+import type { SerialFastPathChannel } from './serial-fast-path-worker.js';
+
 /** Int32 slots at the start of the mailbox SharedArrayBuffer. */
 export const SLOT = {
   /** main -> worker: what the vCPU should do (REQUEST). */
@@ -57,4 +59,6 @@ export interface VcpuWorkerData {
   readonly index: number;
   readonly mmapSize: number;
   readonly mailbox: SharedArrayBuffer;
+  /** Present when the worker may answer COM1's THR writes and LSR reads itself (serial-fast-path-worker.ts). */
+  readonly serial?: SerialFastPathChannel;
 }

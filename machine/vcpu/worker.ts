@@ -1,20 +1,22 @@
-// The vCPU thread: runs KVM_RUN in a loop and hands port and MMIO exits to the main thread through the mailbox.
+// The vCPU thread: runs KVM_RUN in a loop and hands port and MMIO exits to the main thread through the mailbox (COM1's hot accesses excepted).
 
 import { workerData } from 'node:worker_threads';
 import koffi from 'koffi';
 import { EXIT, KVM, SYSTEM_EVENT } from '../kvm/ioctls.js';
 import { gettid, ioctlVal, mmapShared, view } from '../kvm/libc.js';
 import { DATA_OFFSET, MSG, REQUEST, SLOT, type VcpuWorkerData } from './protocol.js';
+import { SerialFastPathWorker } from './serial-fast-path-worker.js';
 
 const EINTR = koffi.os.errno.EINTR as number;
 const EAGAIN = koffi.os.errno.EAGAIN as number;
 
-const { vcpuFd, mmapSize, mailbox } = workerData as VcpuWorkerData;
+const { vcpuFd, mmapSize, mailbox, serial: serialChannel } = workerData as VcpuWorkerData;
 const ctl = new Int32Array(mailbox, 0, DATA_OFFSET / 4);
 const data = new Uint8Array(mailbox, DATA_OFFSET);
 const runBytes = new Uint8Array(view(mmapShared(vcpuFd, mmapSize), mmapSize));
 const run = new DataView(runBytes.buffer);
 const KVM_RUN = KVM.RUN;
+const serial = serialChannel ? new SerialFastPathWorker(serialChannel) : undefined;
 
 let seq = 0;
 
@@ -70,7 +72,12 @@ for (;;) {
       const size = runBytes[33];
       const port = run.getUint16(34, true);
       const count = run.getUint32(36, true);
-      const off = Number(run.getBigUint64(40, true));
+      const off = run.getUint32(40, true); // data_offset is a u64 but lies inside the kvm_run mapping; no BigInt per exit
+      // COM1's THR writes and LSR reads, while the main thread allows it: answered here, completed by the next KVM_RUN.
+      if (serial !== undefined && serial.io(dir, port, size, count, runBytes, off)) {
+        pendingCompletion = true;
+        break;
+      }
       const bytes = size * count;
       ctl[SLOT.ADDR_LO] = port;
       ctl[SLOT.SIZE] = size;
