@@ -1,5 +1,7 @@
-// What every benchmark shares: medians and table formatting, and per-thread CPU time from /proc.
+// What every benchmark shares: medians and table formatting, per-thread CPU time from /proc, finding QEMU, and
+// setting migration capabilities and parameters over QMP.
 
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 
 /** Median of the finite values; undefined when there are none. */
@@ -63,4 +65,24 @@ export function cpuDelta(a: CpuSnap, b: CpuSnap, pid: number | undefined, vcpuTi
   }
   per.sort((x, y) => y.pct - x.pct);
   return { pct, vcpu, top: per.slice(0, opts.top).map((p) => `${p.name} ${p.pct.toFixed(0)}%`).join(', ') };
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Path of qemu-system-x86_64, or '' when QEMU is not installed (the benchmarks then measure tsvirt alone). */
+export function qemuBinaryPath(): string {
+  return execFileSync('sh', ['-c', 'command -v qemu-system-x86_64 || true'], { encoding: 'utf8' }).trim();
+}
+
+/** Migration capabilities and parameters for one side of one VMM, as the benchmarks set them over QMP. */
+export interface MigrationSettings {
+  caps?: Record<string, boolean>;
+  params?: Record<string, number | string>;
+}
+
+/** migrate-set-capabilities, then migrate-set-parameters (QEMU checks some parameters against the capabilities). */
+export async function applyMigrationSettings(qmp: { run(command: string, args?: Record<string, unknown>): Promise<unknown> }, s: MigrationSettings | undefined): Promise<void> {
+  const caps = Object.entries(s?.caps ?? {});
+  if (caps.length) await qmp.run('migrate-set-capabilities', { capabilities: caps.map(([capability, state]) => ({ capability, state })) });
+  if (s?.params && Object.keys(s.params).length) await qmp.run('migrate-set-parameters', s.params);
 }

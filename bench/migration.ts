@@ -1,11 +1,12 @@
 // Live migration benchmark: the test guest migrated by tsvirt and by QEMU 7.2 in the same run, same memory, same workload,
-// loopback tcp; medians of total time, reported downtime, the guest's heartbeat gap and throughput, with tsvirt/QEMU ratios.
+// loopback tcp; medians of total time, reported downtime, the guest's heartbeat gaps and throughput, with tsvirt/QEMU ratios.
 //
-//   node dist/bench/migration.js [scenario...]     BENCH_RUNS=N (default 3), BENCH_QUICK=1 (one run), BENCH_CAP_S=S (default 30),
+//   node dist/bench/migration.js [--set all|quick|classic|features] [scenario...]   (no names and no --set: all)
+//   BENCH_RUNS=N (default 3), BENCH_QUICK=1 (one run), BENCH_CAP_S=S (default 30; a scenario may allow more),
 //   BENCH_TSVIRT_LOG=1 (run the tsvirt source with TSVIRT_LOG=info and print its per-pass lines),
-//   BENCH_HB_MS=N (guest heartbeat period, default the guest's 100 ms: smaller resolves short guest-seen downtimes better)
+//   BENCH_HB_MS=N (guest heartbeat period, default the guest's 100 ms: smaller resolves short guest-seen downtimes better),
+//   BENCH_PLOT=FILE.svg (per-pass chart of BENCH_PLOT_SCENARIO, default dirty-100mibps-125mbps, which must be in the run)
 
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,49 +14,112 @@ import { freePort } from '../tests/harness/migration.js';
 import { testGuest } from '../tests/harness/guest.js';
 import { QmpClient } from '../tests/harness/qmp-client.js';
 import { VmmProcess } from '../tests/harness/tsvirt-process.js';
-import { cpuDelta, cpuMerge, cpuSnap, fmt, median, ratio, type CpuSnap } from './common.js';
+import { applyMigrationSettings, cpuDelta, cpuMerge, cpuSnap, fmt, median, qemuBinaryPath, ratio, sleep, type MigrationSettings } from './common.js';
+import { passChartSvg, type ChartLine, type PassPoint } from './svg-chart.js';
 
 const RUNS = process.env.BENCH_QUICK === '1' ? 1 : Number(process.env.BENCH_RUNS ?? 3);
 /** How long one migration may take before it counts as "did not converge" and is cancelled. */
 const CAP_MS = Number(process.env.BENCH_CAP_S ?? 30) * 1000;
-const POLL_MS = 100;
 const MiB = 1024 * 1024;
 
 type VmmKind = 'tsvirt' | 'qemu';
 const VMM_NAME: Record<VmmKind, string> = { tsvirt: 'tsvirt', qemu: 'QEMU 7.2' };
+
+type Settings = MigrationSettings;
+type PerVmm<T> = Partial<Record<VmmKind, T>>;
 
 interface Scenario {
   name: string;
   memMiB: number;
   /** Guest command line (dirtier settings). */
   append: string;
-  /** migrate-set-parameters for both VMMs, or per VMM; absent = that VMM's defaults. */
-  params?: Partial<Record<VmmKind, Record<string, number>>>;
+  /** Source capabilities and parameters per VMM, set before `migrate`; absent = that VMM's defaults. */
+  src?: PerVmm<Settings>;
+  /**
+   * Destination settings per VMM. QEMU's destination then starts with `-incoming defer` and gets `migrate-incoming`
+   * after them (QEMU needs multifd on both sides); tsvirt's destination learns multifd from the stream and needs none.
+   */
+  dst?: PerVmm<Settings>;
+  /** Seconds one migration may take before it counts as "did not converge", when more than BENCH_CAP_S. */
+  capS?: number;
   dirty: boolean;
   what: string;
 }
 
-const UNCAPPED = { 'max-bandwidth': 10737418240 };
-const LIMITED = { 'max-bandwidth': 125000000, 'downtime-limit': 300 };
+const both = (x: Settings): PerVmm<Settings> => ({ tsvirt: x, qemu: x });
+function merge(...xs: Settings[]): Settings {
+  return { caps: Object.assign({}, ...xs.map((x) => x.caps)), params: Object.assign({}, ...xs.map((x) => x.params)) };
+}
+const UNCAPPED: Settings = { params: { 'max-bandwidth': 10737418240 } };
+const LIMITED: Settings = { params: { 'max-bandwidth': 125000000, 'downtime-limit': 300 } };
+const multifd = (channels: number, compression: 'none' | 'zlib' = 'none'): Settings => ({
+  caps: { multifd: true },
+  params: { 'multifd-channels': channels, 'multifd-compression': compression },
+});
+const FLAT_OUT = 'console=ttyS0 dirty_mib=256 dirty_rate=0';
 
 const SCENARIOS: Scenario[] = [
   { name: 'idle-1g', memMiB: 1024, append: 'console=ttyS0', dirty: false, what: 'idle guest (heartbeats only), 1 GiB, defaults' },
   { name: 'idle-4g', memMiB: 4096, append: 'console=ttyS0', dirty: false, what: 'idle guest, 4 GiB, defaults' },
   {
-    name: 'dirty-256m-full', memMiB: 1024, append: 'console=ttyS0 dirty_mib=256 dirty_rate=0', dirty: true,
+    name: 'dirty-256m-full', memMiB: 1024, append: FLAT_OUT, dirty: true,
     what: '1 GiB, 256 MiB written flat out; each VMM with its DEFAULT parameters (tsvirt: unlimited bandwidth; QEMU: 128 MiB/s)',
   },
   {
-    name: 'dirty-256m-full-uncapped', memMiB: 1024, append: 'console=ttyS0 dirty_mib=256 dirty_rate=0', dirty: true,
-    params: { tsvirt: UNCAPPED, qemu: UNCAPPED },
+    name: 'dirty-256m-full-uncapped', memMiB: 1024, append: FLAT_OUT, dirty: true, src: both(UNCAPPED),
     what: 'same workload, max-bandwidth 10737418240 on both (tsvirt\'s default is already unlimited)',
   },
   {
-    name: 'dirty-100mibps-125mbps', memMiB: 1024, append: 'console=ttyS0 dirty_mib=256 dirty_rate=100', dirty: true,
-    params: { tsvirt: LIMITED, qemu: LIMITED },
+    name: 'dirty-100mibps-125mbps', memMiB: 1024, append: 'console=ttyS0 dirty_mib=256 dirty_rate=100', dirty: true, src: both(LIMITED),
     what: '1 GiB, 256 MiB written at 100 MiB/s; max-bandwidth 125000000 B/s, downtime-limit 300 ms on both',
   },
+  {
+    name: 'dirty-256m-full-autoconverge', memMiB: 1024, append: FLAT_OUT, dirty: true, capS: 120,
+    src: both({ caps: { 'auto-converge': true }, params: { 'max-bandwidth': 134217728 } }),
+    what: '1 GiB, 256 MiB written flat out; capability auto-converge and max-bandwidth 134217728 (QEMU\'s default 128 MiB/s) on both, throttle parameters at their defaults; cap 120 s',
+  },
+  {
+    name: 'dirty-100mibps-125mbps-xbzrle', memMiB: 1024, append: 'console=ttyS0 dirty_mib=256 dirty_rate=100', dirty: true,
+    src: both(merge(LIMITED, { caps: { xbzrle: true }, params: { 'xbzrle-cache-size': 536870912 } })),
+    what: 'as dirty-100mibps-125mbps, plus capability xbzrle with xbzrle-cache-size 536870912 (512 MiB) on both '
+      + "(per-run lines: QEMU's xbzrle-cache cache-miss-rate and encoding-rate cover its last rate period, tsvirt's the whole migration)",
+  },
+  {
+    name: 'idle-4g-multifd-2', memMiB: 4096, append: 'console=ttyS0', dirty: false, src: both(multifd(2)), dst: { qemu: multifd(2) },
+    what: 'idle guest, 4 GiB, capability multifd with 2 channels (QEMU: on both sides, destination deferred)',
+  },
+  {
+    name: 'idle-4g-multifd-4', memMiB: 4096, append: 'console=ttyS0', dirty: false, src: both(multifd(4)), dst: { qemu: multifd(4) },
+    what: 'idle guest, 4 GiB, multifd with 4 channels',
+  },
+  {
+    name: 'dirty-256m-full-uncapped-multifd-2', memMiB: 1024, append: FLAT_OUT, dirty: true,
+    src: both(merge(UNCAPPED, multifd(2))), dst: { qemu: multifd(2) },
+    what: 'as dirty-256m-full-uncapped, with multifd 2 channels, no compression',
+  },
+  {
+    name: 'dirty-256m-full-uncapped-multifd-2-zlib', memMiB: 1024, append: FLAT_OUT, dirty: true,
+    src: both(merge(UNCAPPED, multifd(2, 'zlib'))), dst: { qemu: multifd(2, 'zlib') },
+    what: 'as dirty-256m-full-uncapped, with multifd 2 channels, multifd-compression zlib (multifd-zlib-level 1, the default of both). '
+      + 'Sent and throughput mean different things here: QEMU 7.2 counts multifd pages uncompressed in ram.transferred (pages x 4 KiB '
+      + 'plus packet headers), tsvirt counts the compressed bytes it writes',
+  },
 ];
+
+/** Named groups for `--set`: `classic` is the set of the first published figures, `quick` takes a few seconds per run. */
+const SETS: Record<string, string[]> = {
+  all: SCENARIOS.map((s) => s.name),
+  classic: ['idle-1g', 'idle-4g', 'dirty-256m-full', 'dirty-256m-full-uncapped', 'dirty-100mibps-125mbps'],
+  features: ['dirty-256m-full-autoconverge', 'dirty-100mibps-125mbps-xbzrle', 'idle-4g-multifd-2', 'idle-4g-multifd-4',
+    'dirty-256m-full-uncapped-multifd-2', 'dirty-256m-full-uncapped-multifd-2-zlib'],
+  quick: ['idle-1g', 'idle-4g', 'dirty-256m-full-uncapped', 'idle-4g-multifd-2', 'dirty-256m-full-uncapped-multifd-2'],
+};
+
+const PLOT_PATH = process.env.BENCH_PLOT;
+const PLOT_SCENARIO = process.env.BENCH_PLOT_SCENARIO ?? 'dirty-100mibps-125mbps';
+/** query-migrate period: every 100 ms, every 20 ms for the plotted scenario (to catch each dirty sync early). */
+const POLL_MS = 100;
+const PLOT_POLL_MS = 20;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Processes
@@ -114,9 +178,22 @@ async function startVm(kind: VmmKind, dir: string, s: Scenario, incoming?: strin
   live.add(proc);
   const vm: Vm = { kind, proc, beats: [] };
   vm.beats = collectBeats(proc, vm);
-  vm.qmp = await QmpClient.connect(qmpPath, 20000);
-  await vm.qmp.run('qmp_capabilities');
+  try {
+    vm.qmp = await QmpClient.connect(qmpPath, 20000);
+    await vm.qmp.run('qmp_capabilities');
+  } catch (e) {
+    await stopVm(vm);
+    throw e;
+  }
   return vm;
+}
+
+/** Both sides' settings of a scenario as text, for the scenario list. */
+function describeSettings(s: Scenario, kind: VmmKind): string {
+  const one = (x?: Settings) => [...Object.entries(x?.caps ?? {}).map(([c, on]) => `${c}=${on ? 'on' : 'off'}`), ...Object.entries(x?.params ?? {}).map(([k, v]) => `${k}=${v}`)].join(' ');
+  const src = one(s.src?.[kind]);
+  const dst = s.dst?.[kind] ? `; destination${kind === 'qemu' ? ' (-incoming defer, then migrate-incoming)' : ''}: ${one(s.dst[kind])}` : '';
+  return `${VMM_NAME[kind]}: ${src || 'defaults'}${dst}`;
 }
 
 async function stopVm(vm: Vm | undefined): Promise<void> {
@@ -142,10 +219,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// CPU accounting from /proc/PID/task/TID/schedstat (ns on CPU per thread), so sub-second migrations are measured too.
-
-
-
+// Guest and host measurements
 
 async function vcpuThreads(vm: Vm): Promise<Set<string>> {
   try {
@@ -166,10 +240,32 @@ function dirtyRate(beats: Beat[], mib: number): { mibs: number; sweeps: number; 
   return dt > 0 ? { mibs: ((b.sweeps! - a.sweeps!) * mib) / dt, sweeps: b.sweeps! - a.sweeps!, ms: dt * 1000 } : undefined;
 }
 
+/** Gaps between consecutive heartbeat arrivals, ms. */
+function gaps(beats: Beat[]): number[] {
+  return beats.slice(1).map((b, i) => b.at - beats[i].at);
+}
+
+/** Largest gap between consecutive arrivals; undefined with fewer than two beats (nothing to measure). */
+function largestGap(beats: Beat[]): number | undefined {
+  const g = gaps(beats);
+  return g.length ? Math.max(...g) : undefined;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // One migration
 
 type Outcome = 'completed' | 'did not converge' | 'failed' | 'error';
+
+/** The first query-migrate reply (while `active`) that showed a given `dirty-sync-count`. */
+interface SyncSeen {
+  sync: number;
+  /** ram.remaining in that reply. */
+  remaining: number;
+  /** ms since `migrate`. */
+  atMs: number;
+  /** ram.transferred grew by this much since the previous reply: QEMU's remaining shrinks as it sends, so its value at the sync was at most this much larger. */
+  sentSincePrev: number;
+}
 
 interface RunResult {
   kind: VmmKind;
@@ -180,13 +276,18 @@ interface RunResult {
   guestGapMs?: number;
   /** Last source beat to first destination beat. */
   switchGapMs?: number;
-  /** Largest gap between source beats while pre-copy ran. */
+  /** Largest gap between source beats while pre-copy ran (throttling stalls show here). */
   precopyGapMs?: number;
   /** The beat being printed at switch-over was split between the consoles (counted once, at its tail's arrival). */
   splitBeat?: string;
   throughputMiBs?: number;
   transferredMiB?: number;
   passes?: number;
+  /** Every gap between consecutive source beats while pre-copy ran. */
+  precopyGaps?: number[];
+  /** Largest `cpu-throttle-percentage` seen while polling (only reported with auto-converge). */
+  maxThrottlePct?: number;
+  syncs: SyncSeen[];
   srcCpu?: { pct: number; vcpu: number; top: string };
   dstCpu?: { pct: number; vcpu: number; top: string };
   /** Guest dirtier rate before the migration (about 1 s) and while pre-copy ran. */
@@ -199,22 +300,21 @@ interface RunResult {
   error?: string;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function largestGap(beats: Beat[]): number {
-  let g = 0;
-  for (let i = 1; i < beats.length; i++) g = Math.max(g, beats[i].at - beats[i - 1].at);
-  return g;
-}
-
 async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<RunResult> {
   let src: Vm | undefined;
   let dst: Vm | undefined;
-  const result: RunResult = { kind, outcome: 'error' };
+  const result: RunResult = { kind, outcome: 'error', syncs: [] };
+  const capMs = Math.max(CAP_MS, (s.capS ?? 0) * 1000);
+  const pollMs = PLOT_PATH && s.name === PLOT_SCENARIO ? PLOT_POLL_MS : POLL_MS;
   try {
     const uri = `tcp:127.0.0.1:${await freePort()}`;
-    // Destination first, so it listens before the source is told to connect.
-    dst = await startVm(kind, dir, s, uri);
+    // Destination first, so it listens before the source is told to connect. QEMU with multifd must be configured
+    // before it listens: -incoming defer, settings, then migrate-incoming.
+    const dstSettings = s.dst?.[kind];
+    const defer = kind === 'qemu' && dstSettings !== undefined;
+    dst = await startVm(kind, dir, s, defer ? 'defer' : uri);
+    await applyMigrationSettings(dst.qmp!, dstSettings);
+    if (defer) await dst.qmp!.run('migrate-incoming', { uri });
     src = await startVm(kind, dir, s);
     await src.proc.waitFor(/READY/, 30000);
     if (s.dirty) {
@@ -224,8 +324,7 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
     } else {
       await src.proc.waitFor(/HB seq=3 /, 10000);
     }
-    const params = s.params?.[kind];
-    if (params) await src.qmp!.run('migrate-set-parameters', params);
+    await applyMigrationSettings(src.qmp!, s.src?.[kind]);
 
     const srcPid = src.proc.child.pid;
     const dstPid = dst.proc.child.pid;
@@ -242,13 +341,23 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
     const t0 = performance.now();
     await src.qmp!.run('migrate', { uri });
     let info: any;
+    let lastTransferred = 0;
     for (;;) {
       cpuMerge(cpuSrc, srcPid);
       cpuMerge(cpuDst, dstPid);
       info = await src.qmp!.run('query-migrate');
+      const atMs = performance.now() - t0;
+      const throttle = info['cpu-throttle-percentage'];
+      if (typeof throttle === 'number') result.maxThrottlePct = Math.max(result.maxThrottlePct ?? 0, throttle);
+      const ram = info.ram;
+      if (ram && info.status === 'active') {
+        const sync = ram['dirty-sync-count'];
+        if (result.syncs[result.syncs.length - 1]?.sync !== sync) result.syncs.push({ sync, remaining: ram.remaining, atMs, sentSincePrev: ram.transferred - lastTransferred });
+        lastTransferred = ram.transferred;
+      }
       if (['completed', 'failed', 'cancelled'].includes(info.status)) break;
-      if (performance.now() - t0 > CAP_MS) break;
-      await sleep(POLL_MS);
+      if (atMs > capMs) break;
+      await sleep(pollMs);
     }
     cpuMerge(cpuSrc, srcPid);
     cpuMerge(cpuDst, dstPid);
@@ -258,7 +367,7 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
       result.dstCpu = cpuDelta(cpuDst0, cpuDst, dstPid, dstVcpus, wallMs);
     }
     if (dirtyMib) result.dirtyDuring = dirtyRate(src.beats.slice(Math.max(0, beatsBefore - 1)), dirtyMib);
-    if (TSVIRT_LOG && kind === 'tsvirt') result.log = src.proc.stderr.slice(stderrBefore).split('\n').filter((l) => /pass \d|migration /.test(l)).map((l) => l.replace(/^\S+ tsvirt info: /, ''));
+    if (TSVIRT_LOG && kind === 'tsvirt') result.log = src.proc.stderr.slice(stderrBefore).split('\n').filter((l) => /pass \d|migration |multifd/.test(l)).map((l) => l.replace(/^\S+ tsvirt info: /, ''));
     result.info = info;
     result.passes = info.ram?.['dirty-sync-count'];
     result.transferredMiB = info.ram ? info.ram.transferred / MiB : undefined;
@@ -266,7 +375,7 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
     if (info.status !== 'completed') {
       if (info.status !== 'active') {
         result.outcome = 'failed';
-        result.error = info.status === 'failed' ? info['error-desc'] ?? 'failed' : `status '${info.status}' after ${CAP_MS / 1000} s`;
+        result.error = info.status === 'failed' ? info['error-desc'] ?? 'failed' : `status '${info.status}' after ${capMs / 1000} s`;
       } else {
         result.outcome = 'did not converge';
         result.throughputMiBs = info.ram ? info.ram.transferred / MiB / (wallMs / 1000) : undefined;
@@ -274,6 +383,7 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
         await src.qmp!.execute('migrate_cancel');
       }
       // Pre-copy stalls still show on the source's console.
+      result.precopyGaps = gaps(src.beats.slice(Math.max(0, beatsBefore - 1)));
       result.precopyGapMs = largestGap(src.beats.slice(Math.max(0, beatsBefore - 1)));
       return result;
     }
@@ -309,6 +419,7 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
     result.guestGapMs = largestGap(merged);
     result.switchGapMs = (splitBeats[0] ?? dst.beats[0]).at - (lastSrc?.at ?? t0);
     result.precopyGapMs = largestGap(srcBeats);
+    result.precopyGaps = gaps(srcBeats);
     if (lastSrc && dst.beats[0].seq <= lastSrc.seq) result.error = `destination's first beat seq=${dst.beats[0].seq} repeats the source's ${lastSrc.seq}`;
 
     if (s.dirty) {
@@ -328,16 +439,98 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Per-pass series and chart
+
+/** Dirty bytes a VMM had left to send when pass `pass` began. */
+
+/**
+ * Puts both VMMs on one pass numbering. QEMU syncs the dirty log before its first pass (everything is dirty then:
+ * `dirty-sync-count` 1, `remaining` = all RAM) and before each later one, so its pass p starts at sync p; its last sync
+ * is taken with the guest paused, shows only as the migration ends (remaining 0), and what that pass sent is its
+ * `ram.downtime-bytes`. tsvirt's first pass sends every populated page without a sync (count 0, `remaining` 0), and
+ * each later pass starts at the sync that ended the previous one: its pass p starts at sync p-1. At the switch-over
+ * tsvirt counts one more sync but keeps `remaining` at what the deciding sync found, the set it sends paused.
+ */
+function passPoints(r: RunResult): PassPoint[] {
+  const finalSync: number | undefined = r.outcome === 'completed' ? r.info?.ram?.['dirty-sync-count'] : undefined;
+  const points: PassPoint[] = [];
+  for (const s of r.syncs) {
+    if (s.sync === 0 || (r.kind === 'qemu' && s.sync === finalSync)) continue;
+    const pass = r.kind === 'tsvirt' && s.sync !== finalSync ? s.sync + 1 : s.sync;
+    if (points.some((p) => p.pass === pass)) continue;
+    points.push({ pass, mib: s.remaining / MiB, atMs: s.atMs, slackMiB: r.kind === 'qemu' ? s.sentSincePrev / MiB : 0, paused: pass === finalSync });
+  }
+  const downtimeBytes = r.info?.ram?.['downtime-bytes'];
+  if (r.kind === 'qemu' && finalSync !== undefined && typeof downtimeBytes === 'number') {
+    points.push({ pass: finalSync, mib: downtimeBytes / MiB, atMs: r.totalMs ?? 0, slackMiB: 0, paused: true });
+  }
+  return points;
+}
+
+const PASS_EXPLANATION = [
+  'For each pass, the dirty memory the VMM had left to send when the pass began: query-migrate ram.remaining in the first',
+  "reply (polled every 20 ms) after ram.dirty-sync-count changed. QEMU syncs before every pass, its first included (all",
+  'RAM dirty), so its pass p starts at sync p; tsvirt sends pass 1 (every populated page) without a sync and starts pass p',
+  "at its sync p-1. QEMU re-syncs before a pass is finished (once less than max-bandwidth x downtime-limit is left), so",
+  "its values include what it had not sent yet; its remaining shrinks as it sends, so at the sync it was larger by up to",
+  'the bytes it sent before the reply (the +, bursty under its rate limit). The last pass went with the guest paused',
+  "(marked *): for tsvirt the set its deciding sync found (it keeps reporting it through the switch-over), for QEMU its",
+  "ram.downtime-bytes (its deciding sync is followed at once by the pause and is rarely seen). Missing passes were too short",
+  'to be seen. Pass 1 is not drawn in the chart.',
+];
+
+function printPassSeries(s: Scenario, runs: Map<VmmKind, RunResult[]>, kinds: VmmKind[]): void {
+  console.log('');
+  console.log(`per-pass series, ${s.name} (remaining MiB at the start of each pass, ms since migrate):`);
+  for (const line of PASS_EXPLANATION) console.log(`  ${line}`);
+  for (const k of kinds) {
+    for (const [i, r] of runs.get(k)!.entries()) {
+      const pts = passPoints(r);
+      const text = pts.map((p) => `${p.pass}${p.paused ? '*' : ''}: ${p.mib.toFixed(1)}${p.slackMiB >= 0.05 ? `(+${p.slackMiB.toFixed(1)})` : ''} @${p.atMs.toFixed(0)}`).join(', ');
+      const tsvirtPass1 = k === 'tsvirt' ? '1: not reported (no sync before it), ' : '';
+      console.log(`- ${VMM_NAME[k]} run ${i + 1} (${r.outcome}${r.totalMs !== undefined ? `, total ${r.totalMs} ms, ${r.passes} syncs` : ''}): ${tsvirtPass1}${text || 'no passes seen'}`);
+    }
+  }
+}
+
+function medianRun(rs: RunResult[]): { run: RunResult; index: number } | undefined {
+  const done = rs.map((run, index) => ({ run, index })).filter((x) => x.run.outcome === 'completed');
+  const pool = done.length ? done : rs.map((run, index) => ({ run, index }));
+  if (!pool.length) return undefined;
+  const sorted = [...pool].sort((a, b) => (a.run.totalMs ?? 0) - (b.run.totalMs ?? 0));
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+function writePassChart(file: string, s: Scenario, runs: Map<VmmKind, RunResult[]>, kinds: VmmKind[], when: string): void {
+  const colors: Record<VmmKind, string> = { tsvirt: '#1f77b4', qemu: '#d62728' };
+  const lines: ChartLine[] = [];
+  for (const k of kinds) {
+    const m = medianRun(runs.get(k)!);
+    if (!m) continue;
+    const r = m.run;
+    const what = r.outcome === 'completed' ? `${r.passes} syncs, total ${r.totalMs} ms, downtime ${r.downtimeMs} ms` : r.outcome;
+    lines.push({ label: `${VMM_NAME[k]}: ${what}`, color: colors[k], points: passPoints(r) });
+  }
+  const caption = [
+    `${s.what}.`,
+    'y: query-migrate ram.remaining in the first reply after ram.dirty-sync-count changed (polled every 20 ms). QEMU syncs before',
+    'each pass, its first included (all RAM dirty): its pass p starts at sync p. tsvirt sends pass 1 without a sync and starts',
+    'pass p at sync p-1. QEMU re-syncs before finishing a pass (once less than max-bandwidth x downtime-limit is left), so its',
+    "values include what it had not sent yet. Paused pass: tsvirt's deciding set, QEMU's ram.downtime-bytes. One run per VMM",
+    '(the median total time). Made by bench/migration.ts with BENCH_PLOT.',
+  ];
+  fs.writeFileSync(file, passChartSvg(`Dirty memory left at each pass: ${s.name}`, `tsvirt and QEMU 7.2, test guest, loopback tcp, ${when}`, lines, caption));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Reporting
-
-
-
 
 interface Summary {
   ok: string;
   total?: number;
   downtime?: number;
   gap?: number;
+  precopyGap?: number;
   thr?: number;
   sent?: number;
   passes?: number;
@@ -345,6 +538,7 @@ interface Summary {
   dstCpu?: number;
   dirtyBefore?: number;
   srcVcpu?: number;
+  maxThrottle?: number;
 }
 
 function summarise(rs: RunResult[]): Summary {
@@ -358,6 +552,8 @@ function summarise(rs: RunResult[]): Summary {
     total: pick((r) => r.totalMs),
     downtime: pick((r) => r.downtimeMs),
     gap: pick((r) => r.guestGapMs),
+    // Stalls matter whether or not the migration finished in time: over every run that measured one.
+    precopyGap: median(rs.map((r) => r.precopyGapMs)),
     thr: pick((r) => r.throughputMiBs),
     sent: pick((r) => r.transferredMiB),
     passes: pick((r) => r.passes),
@@ -365,6 +561,7 @@ function summarise(rs: RunResult[]): Summary {
     dstCpu: pick((r) => r.dstCpu?.pct),
     dirtyBefore: median(rs.filter((r) => (r.dirtyBefore?.sweeps ?? 0) >= 3).map((r) => r.dirtyBefore!.mibs)),
     srcVcpu: pick((r) => r.srcCpu?.vcpu),
+    maxThrottle: median(rs.map((r) => r.maxThrottlePct)),
   };
 }
 
@@ -376,6 +573,14 @@ function describeRun(r: RunResult): string {
     parts.push(`pre-copy max beat gap ${fmt(r.precopyGapMs)} ms`);
   }
   if (r.info?.ram) parts.push(`sent ${fmt(r.transferredMiB, 1)} MiB, dirty-sync-count ${r.passes}, mbps ${r.info.ram.mbps}`);
+  if (r.info?.ram?.['multifd-bytes']) parts.push(`multifd-bytes ${fmt(r.info.ram['multifd-bytes'] / MiB, 1)} MiB`);
+  if (r.precopyGaps?.length) {
+    const over = (ms: number) => r.precopyGaps!.filter((g) => g > ms).length;
+    parts.push(`pre-copy beat gaps: ${r.precopyGaps.length}, over 150 ms ${over(150)}, over 200 ms ${over(200)}, over 300 ms ${over(300)}`);
+  }
+  if (r.maxThrottlePct !== undefined) parts.push(`max cpu-throttle-percentage ${r.maxThrottlePct}`);
+  const x = r.info?.['xbzrle-cache'];
+  if (x) parts.push(`xbzrle-cache pages ${x.pages}, bytes ${x.bytes} (${fmt(x.bytes / MiB, 1)} MiB), encoding-rate ${fmt(x['encoding-rate'], 2)}, cache-miss ${x['cache-miss']} (rate ${fmt(x['cache-miss-rate'], 3)}), overflow ${x.overflow}`);
   const sw = (d?: { sweeps: number; ms: number }) => (d ? `${d.sweeps} sweeps in ${fmt(d.ms)} ms guest time` : 'no beats');
   if (r.dirtyBefore) parts.push(`guest dirtier before: ${sw(r.dirtyBefore)}${r.dirtyBefore.sweeps >= 3 ? ` (${fmt(r.dirtyBefore.mibs)} MiB/s)` : ''}, during: ${sw(r.dirtyDuring)}`);
   if (r.srcCpu) parts.push(`src CPU ${fmt(r.srcCpu.pct)}% [${r.srcCpu.top}]`);
@@ -386,15 +591,37 @@ function describeRun(r: RunResult): string {
   return parts.join('; ');
 }
 
-async function main(): Promise<void> {
-  const wanted = process.argv.slice(2);
-  const unknown = wanted.filter((w) => !SCENARIOS.some((s) => s.name === w));
-  if (unknown.length) {
-    console.error(`unknown scenario(s): ${unknown.join(', ')}; known: ${SCENARIOS.map((s) => s.name).join(', ')}`);
+/** Scenario names from the command line: names and `--set NAME` / `--set=NAME`; nothing = all. */
+function selectScenarios(argv: string[]): Scenario[] {
+  const wanted = new Set<string>();
+  const bad: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const set = a === '--set' ? argv[++i] : a.startsWith('--set=') ? a.slice(6) : undefined;
+    if (a === '--set' || set !== undefined) {
+      if (set && SETS[set]) SETS[set].forEach((n) => wanted.add(n));
+      else bad.push(`--set ${set ?? ''}`);
+    } else if (SCENARIOS.some((s) => s.name === a)) {
+      wanted.add(a);
+    } else {
+      bad.push(a);
+    }
+  }
+  if (bad.length) {
+    console.error(`unknown scenario(s) or set(s): ${bad.join(', ')}; scenarios: ${SCENARIOS.map((s) => s.name).join(', ')}; sets: ${Object.keys(SETS).join(', ')}`);
     process.exit(2);
   }
-  const scenarios = wanted.length ? SCENARIOS.filter((s) => wanted.includes(s.name)) : SCENARIOS;
-  qemuBinary = execFileSync('sh', ['-c', 'command -v qemu-system-x86_64 || true'], { encoding: 'utf8' }).trim();
+  return wanted.size ? SCENARIOS.filter((s) => wanted.has(s.name)) : SCENARIOS;
+}
+
+async function main(): Promise<void> {
+  const scenarios = selectScenarios(process.argv.slice(2));
+  const plotted = PLOT_PATH ? scenarios.find((s) => s.name === PLOT_SCENARIO) : undefined;
+  if (PLOT_PATH && !plotted) {
+    console.error(`BENCH_PLOT: scenario ${PLOT_SCENARIO} (BENCH_PLOT_SCENARIO) is not in this run; name it on the command line`);
+    process.exit(2);
+  }
+  qemuBinary = qemuBinaryPath();
   const kinds: VmmKind[] = qemuBinary ? ['tsvirt', 'qemu'] : ['tsvirt'];
   testGuest();
   const dir = (tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvirt-bench-mig-')));
@@ -419,10 +646,11 @@ async function main(): Promise<void> {
   }
 
   const when = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  console.log(`live migration, test guest, 1 vCPU, loopback tcp, ${RUNS} run(s) per VMM, medians of completed runs (${when}, ${os.cpus().length} host CPUs, cap ${CAP_MS / 1000} s per migration${HB_MS ? `, guest hb_ms=${HB_MS}` : ''}):`);
+  const caps = [...new Set(scenarios.filter((s) => s.capS && s.capS * 1000 > CAP_MS).map((s) => `${s.name} ${s.capS} s`))];
+  console.log(`live migration, test guest, 1 vCPU, loopback tcp, ${RUNS} run(s) per VMM, medians of completed runs (${when}, ${os.cpus().length} host CPUs, cap ${CAP_MS / 1000} s per migration${caps.length ? ` (${caps.join(', ')})` : ''}${HB_MS ? `, guest hb_ms=${HB_MS}` : ''}):`);
   console.log('');
-  console.log('| scenario | VMM | completed | total ms | downtime ms (reported) | guest gap ms | throughput MiB/s | sent MiB | passes | src CPU % (vCPU) | dst CPU % | guest dirty MiB/s |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| scenario | VMM | completed | total ms | downtime ms (reported) | guest gap ms | pre-copy gap ms | throughput MiB/s | sent MiB | passes | src CPU % (vCPU) | dst CPU % | guest dirty MiB/s | max throttle % |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const s of scenarios) {
     const per = results.get(s.name)!;
     const sums = new Map(kinds.map((k) => [k, summarise(per.get(k)!)]));
@@ -430,22 +658,33 @@ async function main(): Promise<void> {
       const m = sums.get(k)!;
       const none = m.total === undefined;
       const cell = (x: number | undefined, d = 0) => (none ? (per.get(k)!.some((r) => r.outcome === 'did not converge') ? 'did not converge' : 'failed') : fmt(x, d));
-      console.log(`| ${s.name} | ${VMM_NAME[k]} | ${m.ok} | ${cell(m.total)} | ${cell(m.downtime)} | ${cell(m.gap)} | ${cell(m.thr, 1)} | ${fmt(m.sent, 1)} | ${fmt(m.passes)} | ${fmt(m.srcCpu)} (${fmt(m.srcVcpu)}) | ${fmt(m.dstCpu)} | ${fmt(m.dirtyBefore)} |`);
+      console.log(`| ${s.name} | ${VMM_NAME[k]} | ${m.ok} | ${cell(m.total)} | ${cell(m.downtime)} | ${cell(m.gap)} | ${fmt(m.precopyGap)} | ${cell(m.thr, 1)} | ${fmt(m.sent, 1)} | ${fmt(m.passes)} | ${fmt(m.srcCpu)} (${fmt(m.srcVcpu)}) | ${fmt(m.dstCpu)} | ${fmt(m.dirtyBefore)} | ${fmt(m.maxThrottle)} |`);
     }
     if (kinds.length === 2) {
       const a = sums.get('tsvirt')!;
       const b = sums.get('qemu')!;
-      console.log(`| ${s.name} | ratio tsvirt/QEMU | | ${ratio(a.total, b.total)} | ${ratio(a.downtime, b.downtime)} | ${ratio(a.gap, b.gap)} | ${ratio(a.thr, b.thr)} | ${ratio(a.sent, b.sent)} | | | | ${ratio(a.dirtyBefore, b.dirtyBefore)} |`);
+      console.log(`| ${s.name} | ratio tsvirt/QEMU | | ${ratio(a.total, b.total)} | ${ratio(a.downtime, b.downtime)} | ${ratio(a.gap, b.gap)} | ${ratio(a.precopyGap, b.precopyGap)} | ${ratio(a.thr, b.thr)} | ${ratio(a.sent, b.sent)} | | | | ${ratio(a.dirtyBefore, b.dirtyBefore)} | |`);
     }
   }
   console.log('');
   console.log('scenarios:');
-  for (const s of scenarios) console.log(`- ${s.name}: ${s.what}`);
+  for (const s of scenarios) {
+    const settings = s.src || s.dst ? ` [${kinds.map((k) => describeSettings(s, k)).join(' | ')}]` : '';
+    console.log(`- ${s.name}: ${s.what}${settings}`);
+  }
   console.log('columns: total = query-migrate total-time; downtime = query-migrate downtime; guest gap = largest gap between');
   console.log('consecutive heartbeat arrivals (100 ms apart normally) on the host across both consoles, from `migrate` to the');
-  console.log("destination's second beat; throughput = ram.transferred / total-time; sent/passes = ram.transferred, dirty-sync-count;");
-  console.log('CPU = source/destination process CPU from schedstat over the migration (all threads; in brackets the source\'s vCPU');
-  console.log('thread), 100 = one core; guest dirty = the dirtier\'s rate in the second before `migrate` (whole sweeps, +-1 sweep).');
+  console.log("destination's second beat; pre-copy gap = the same on the source's console while pre-copy ran (throttling and other");
+  console.log('stalls of the running guest; median over every run, completed or not); throughput = ram.transferred / total-time;');
+  console.log('sent/passes = ram.transferred, dirty-sync-count; CPU = source/destination process CPU from schedstat over the migration');
+  console.log("(all threads; in brackets the source's vCPU thread), 100 = one core; guest dirty = the dirtier's rate in the second");
+  console.log('before `migrate` (whole sweeps, +-1 sweep); max throttle = the largest cpu-throttle-percentage seen (polled every');
+  console.log('100 ms; reported only with auto-converge; median over every run).');
+  if (plotted) {
+    printPassSeries(plotted, results.get(plotted.name)!, kinds);
+    writePassChart(PLOT_PATH!, plotted, results.get(plotted.name)!, kinds, when);
+    console.log(`chart: ${PLOT_PATH} (one run per VMM, the median total time; this scenario was polled every ${PLOT_POLL_MS} ms instead of ${POLL_MS})`);
+  }
   const notes: string[] = [];
   for (const s of scenarios) {
     for (const k of kinds) {
