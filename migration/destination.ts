@@ -122,8 +122,12 @@ export async function runDestination(ctx: DestinationContext, address: Migration
           if (m.description.multifd && m.description.memoryHandover) throw new TsvirtError('ERR_MIGRATION_PEER', 'CONFIG asks for multifd channels and a memory hand-over at once');
           if (m.description.multifd) {
             const plan = m.description.multifd;
-            multifd = new MultifdReceiver(plan, m.description, ramSink, {
-              onBytes: (n) => (stats.transferredBytes += n),
+            multifd = new MultifdReceiver(plan, m.description, vm.memoryFds().map((fd, r) => ({ fd, size: vm.ram[r].size })), {
+              onCounts: (bytes, normal, zero) => {
+                stats.transferredBytes += bytes;
+                stats.normalPages += normal;
+                stats.zeroPages += zero;
+              },
               onComplete: () => {
                 stopListening();
                 releaseHeld();

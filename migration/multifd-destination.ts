@@ -1,18 +1,18 @@
-// The destination's multifd data channels: accepts the connections the CONFIG announced and reads their pages into guest RAM.
+// The destination's multifd data channels: accepts the connections the CONFIG announced, one reader thread each.
 
 import type * as net from 'node:net';
 import { TsvirtError } from '../machine/errors.js';
-import { withDirectReads } from './channel.js';
+import { Worker } from 'node:worker_threads';
+import { shutdownSocket } from '../machine/host/libc-extra.js';
 import type { MultifdDescription, VmDescription } from './description.js';
-import type { StreamMessage } from './format.js';
-import { StreamReader, type RamSink } from './reader.js';
+import type { ReceiveWorkerData, ReceiveWorkerMessage } from './multifd-receive-worker.js';
 
 /** How long the source has, after ACCEPT, to open every channel it announced. */
 const CHANNELS_TIMEOUT_MS = 10000;
 
 export interface MultifdReceiverHooks {
-  /** Bytes read on a channel (for query-migrate). */
-  onBytes(n: number): void;
+  /** Bytes read and pages stored by a channel since its last report (for query-migrate). */
+  onCounts(bytes: number, normalPages: number, zeroPages: number): void;
   /** Every channel has received its final CHANNEL_SYNC: all RAM is in. */
   onComplete(): void;
   /** A channel reached a CHANNEL_SYNC: `synced` may have grown. */
@@ -23,7 +23,7 @@ export interface MultifdReceiverHooks {
 
 /** The data channels of one incoming migration. */
 export class MultifdReceiver {
-  private readonly sockets: net.Socket[] = [];
+  private readonly workers: { worker: Worker; accepted: net.Socket; counters: Float64Array; index: number; ended: boolean }[] = [];
   private readonly seen = new Set<number>();
   /** The last pass each channel has synced, by channel index. */
   private readonly syncs: number[];
@@ -34,7 +34,8 @@ export class MultifdReceiver {
   constructor(
     private readonly plan: MultifdDescription,
     private readonly config: VmDescription,
-    private readonly sink: RamSink,
+    /** The guest's memfds and sizes in CONFIG range order (each worker maps them). */
+    private readonly regions: readonly { fd: number; size: number }[],
     private readonly hooks: MultifdReceiverHooks,
   ) {
     this.syncs = new Array<number>(plan.channels).fill(0);
@@ -53,72 +54,61 @@ export class MultifdReceiver {
     return Math.min(...this.syncs);
   }
 
-  /** Takes an accepted connection as one of the channels; its preamble says which. */
+  /**
+   * Takes an accepted connection as one of the channels: a worker thread reads it straight into guest memory (see
+   * multifd-receive-worker.ts); its preamble says which channel it is.
+   */
   adopt(accepted: net.Socket): void {
     if (this.failed) {
       accepted.destroy();
       return;
     }
-    let index = -1;
-    let ended = false;
-    const onMessage = (m: StreamMessage): void => {
-      if (m.type === 'channel') {
-        const where = `multifd channel ${m.index}`;
-        if (m.session !== this.plan.session) throw new TsvirtError('ERR_MIGRATION_PEER', `${where}: belongs to another migration (session ${m.session})`);
-        if (m.count !== this.plan.channels) throw new TsvirtError('ERR_MIGRATION_PEER', `${where}: says there are ${m.count} channels, the CONFIG ${this.plan.channels}`);
-        if (this.seen.has(m.index)) throw new TsvirtError('ERR_MIGRATION_PEER', `${where}: opened twice`);
+    const socketFd = (accepted as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (socketFd === undefined || socketFd < 0) {
+      accepted.destroy();
+      this.fail(new TsvirtError('ERR_MIGRATION_PEER', 'multifd: an accepted channel has no file descriptor'));
+      return;
+    }
+    const shared = new SharedArrayBuffer(4 * 8);
+    const counters = new Float64Array(shared);
+    const data: ReceiveWorkerData = { socketFd, regions: this.regions, config: this.config, session: this.plan.session, channels: this.plan.channels, shared };
+    const worker = new Worker(new URL('./multifd-receive-worker.js', import.meta.url), { workerData: data, name: 'multifd-recv' });
+    const channel = { worker, accepted, counters, reported: [0, 0, 0], index: -1, ended: false };
+    this.workers.push(channel);
+    const account = () => {
+      const [bytes, normal, zero] = [counters[0], counters[1], counters[2]];
+      this.hooks.onCounts(bytes - channel.reported[0], normal - channel.reported[1], zero - channel.reported[2]);
+      channel.reported = [bytes, normal, zero];
+    };
+    worker.on('message', (m: ReceiveWorkerMessage) => {
+      if (this.failed) return;
+      if (m.type === 'preamble') {
+        if (this.seen.has(m.index)) return this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd channel ${m.index}: opened twice`));
         this.seen.add(m.index);
-        index = m.index;
+        channel.index = m.index;
         if (this.seen.size === this.plan.channels) clearTimeout(this.timer);
         return;
       }
-      if (m.type === 'channel-sync') {
-        this.syncs[index] = m.pass;
+      if (m.type === 'sync') {
+        account();
+        this.syncs[channel.index] = m.pass;
         if (m.final) {
-          ended = true;
+          channel.ended = true;
           if (++this.finished === this.plan.channels) this.hooks.onComplete();
         } else {
           this.hooks.onSync();
         }
         return;
       }
-      if (m.type === 'error') throw new TsvirtError('ERR_MIGRATION_PEER', `source reported on multifd channel ${index}: ${m.message}`);
-    };
-    const reader = new StreamReader({ direction: 'channel', config: this.config, ram: this.sink, onMessage });
-    const socket = withDirectReads(
-      accepted,
-      () => {
-        try {
-          return reader.readBuffer();
-        } catch (e) {
-          this.fail(e);
-          return new Uint8Array(65536);
-        }
-      },
-      (n) => {
-        if (this.failed) return;
-        this.hooks.onBytes(n);
-        try {
-          reader.commit(n);
-        } catch (e) {
-          this.fail(e);
-        }
-      },
-    );
-    this.sockets.push(socket);
-    const cut = (why: string) => {
-      if (ended || this.failed) return;
-      try {
-        reader.finish();
-      } catch (e) {
-        this.fail(e);
-        return;
-      }
-      this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd channel ${index}: ${why} before its final sync`));
-    };
-    socket.on('end', () => cut('the source closed it'));
-    socket.on('close', () => cut('the connection closed'));
-    socket.on('error', (e) => cut(`connection error ${(e as NodeJS.ErrnoException).code ?? e.message}`));
+      this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd channel ${channel.index < 0 ? '(before its preamble)' : channel.index}: ${m.message}`));
+    });
+    worker.on('error', (e: Error) => this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd channel ${channel.index}: ${e.message}`)));
+    worker.on('exit', () => {
+      account();
+      // The worker no longer touches the descriptor: only now may the socket (and its fd number) go.
+      accepted.destroy();
+      if (!channel.ended && !this.failed) this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd channel ${channel.index}: its reader ended before the final sync`));
+    });
   }
 
   private fail(e: unknown): void {
@@ -128,9 +118,13 @@ export class MultifdReceiver {
     this.hooks.onFail(e);
   }
 
-  /** Closes every channel (after a failure, or once the migration is over). */
+  /** Stops every channel (after a failure, or once the migration is over): the workers wake up, end, and close their sockets. */
   destroy(): void {
     clearTimeout(this.timer);
-    for (const s of this.sockets) s.destroy();
+    for (const c of this.workers) {
+      c.counters[3] = 1;
+      const fd = (c.accepted as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (fd !== undefined && fd >= 0) shutdownSocket(fd);
+    }
   }
 }

@@ -1,4 +1,4 @@
-// The libc calls the host adapters need beyond machine/kvm/libc.ts: eventfd, read/write/writev, setns, statx.
+// The libc calls the host adapters need beyond machine/kvm/libc.ts: eventfd, read/write/writev, poll, shutdown, setns, statx.
 
 import koffi from 'koffi';
 import { HostError } from '../errors.js';
@@ -13,6 +13,8 @@ const c = {
   writev: libc.func('intptr_t writev(int fd, const void *iov, int iovcnt)'),
   setns: libc.func('int setns(int fd, int nstype)'),
   statx: libc.func('int statx(int dirfd, const char *path, int flags, unsigned int mask, void *buf)'),
+  poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+  shutdown: libc.func('int shutdown(int fd, int how)'),
 };
 
 export const O_NONBLOCK = 0o4000;
@@ -63,6 +65,26 @@ export function writevFd(fd: number, parts: readonly Uint8Array[]): number {
   }
   const n = Number(c.writev(fd, new Uint8Array(iov.buffer, 0, parts.length * IOVEC_SIZE), parts.length));
   return n < 0 ? -errno() : n;
+}
+
+const POLLIN = 1;
+const POLLFD_SIZE = 8;
+
+/**
+ * Blocks the calling thread (a worker's: never the event loop) until `fd` is readable, hung up or in error, or
+ * `timeoutMs` passes. Returns true when something is there to read (or to fail on).
+ */
+export function waitReadable(fd: number, timeoutMs: number): boolean {
+  const pfd = new Uint8Array(POLLFD_SIZE);
+  const dv = new DataView(pfd.buffer);
+  dv.setInt32(0, fd, true);
+  dv.setInt16(4, POLLIN, true);
+  return (c.poll(pfd, 1, timeoutMs) as number) > 0;
+}
+
+/** shutdown(2) both directions: a thread blocked on the socket wakes up and sees it end. Errors are ignored. */
+export function shutdownSocket(fd: number): void {
+  c.shutdown(fd, 2);
 }
 
 /** setns(2) for the calling thread; throws HostError. */

@@ -1,6 +1,7 @@
 // Multifd: RAM over several connections, plain or zlib-compressed, while the guest dirties memory; cancel and retry.
 
 import { expect } from 'chai';
+import * as net from 'node:net';
 import { requireKvm } from '../harness/skip.js';
 import { freePort, VmFleet, waitMigration, type Vm } from '../harness/migration.js';
 
@@ -80,6 +81,35 @@ describe('multifd migration', function () {
     const done = await waitMigration(src, ['completed', 'failed']);
     expect(done.status, done['error-desc']).to.equal('completed');
     await expectMemoryIntact(dst2);
+  });
+
+  it('fails the migration when a connection with another session joins, and the source keeps its guest', async () => {
+    const port = await freePort();
+    const dst = await fleet.destination(`tcp:127.0.0.1:${port}`, { mem: '512' });
+    const src = await fleet.start([], { mem: '512', append: 'console=ttyS0 dirty_mib=64 dirty_rate=0' });
+    await src.proc.waitFor(/HB seq=2 .*sweeps=/);
+    await enableMultifd(src, 2, 'none');
+    await src.qmp.run('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 * 1024 });
+    await src.qmp.run('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    await waitMigration(src, ['active']);
+    // A well-formed channel preamble (format 1.1, channel 0 of 2) with a session that is not this migration's.
+    const preamble = Buffer.alloc(32);
+    Buffer.from([0x89, 0x54, 0x53, 0x56, 0x43, 0x48, 0x4e, 0x0a]).copy(preamble);
+    preamble.writeUInt16LE(1, 8);
+    preamble.writeUInt16LE(1, 10);
+    preamble.writeUInt16LE(0, 12);
+    preamble.writeUInt16LE(2, 14);
+    preamble.fill(0xab, 16);
+    const stray = net.connect(port, '127.0.0.1');
+    await new Promise((r) => stray.once('connect', r));
+    stray.write(preamble);
+    const info = await waitMigration(src, ['failed', 'completed', 'cancelled'], 30000);
+    stray.destroy();
+    expect(info.status).to.equal('failed');
+    expect((await src.qmp.run('query-status')).status).to.equal('running');
+    const exit = await dst.proc.waitExit(10000);
+    expect(exit.code).to.not.equal(0);
+    expect(dst.proc.stderr).to.match(/belongs to another migration/);
   });
 
   it('refuses zstd compression by name, and keeps the previous parameters', async () => {

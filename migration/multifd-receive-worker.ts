@@ -1,0 +1,107 @@
+// One multifd data channel on the destination, in its own thread: blocking reads straight into guest memory, in parallel with the other channels.
+//
+// The main thread would otherwise read every channel itself, and on this kind of host what limits pass 1 is the
+// kernel's first touch of fresh guest memory during the copy (about 0.5 GB/s per thread here), plus inflating zlib
+// batches: both now run on as many threads as there are channels. The worker maps the guest's memfds itself (a
+// mapping is per process, so it sees the same pages) and unmaps them before it ends. It imports the libc wrappers
+// of machine/ directly: the socket and the memfds are plain file descriptors here.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import { mmapShared, munmap, view } from '../machine/kvm/libc.js';
+import { EAGAIN, EINTR, readFd, waitReadable } from '../machine/host/libc-extra.js';
+import type { VmDescription } from './description.js';
+import type { StreamMessage } from './format.js';
+import { StreamReader } from './reader.js';
+
+/** What the main thread gives a channel worker. */
+export interface ReceiveWorkerData {
+  /** The accepted connection (non-blocking; the main thread never reads it). */
+  readonly socketFd: number;
+  /** The guest's memfds and sizes, in CONFIG range order. */
+  readonly regions: readonly { fd: number; size: number }[];
+  readonly config: VmDescription;
+  /** The session and channel count the CONFIG announced: a preamble that disagrees is refused before any page. */
+  readonly session: string;
+  readonly channels: number;
+  /** Float64 slots: [0] bytes read, [1] normal pages, [2] zero pages; [3] set to 1 by the main thread to stop. */
+  readonly shared: SharedArrayBuffer;
+}
+
+/** What a channel worker reports. */
+export type ReceiveWorkerMessage =
+  | { type: 'preamble'; index: number }
+  | { type: 'sync'; pass: number; final: boolean }
+  | { type: 'failed'; message: string; code?: string };
+
+const PAGE_SHIFT = 12;
+
+function run(data: ReceiveWorkerData, post: (m: ReceiveWorkerMessage) => void): void {
+  const counters = new Float64Array(data.shared);
+  const maps = data.regions.map((r) => ({ ptr: mmapShared(r.fd, r.size), size: r.size }));
+  try {
+    const ram = maps.map((m) => new Uint8Array(view(m.ptr, m.size)));
+    // Pages this channel wrote: a later ZERO run only needs to clear those (fresh memory is zero already).
+    const written = ram.map((r) => new Uint32Array(Math.ceil(r.length / 4096 / 32)));
+    const onMessage = (m: StreamMessage): void => {
+      if (m.type === 'channel') {
+        if (m.session !== data.session) throw new Error(`multifd channel ${m.index}: belongs to another migration (session ${m.session})`);
+        if (m.count !== data.channels) throw new Error(`multifd channel ${m.index}: says there are ${m.count} channels, the CONFIG ${data.channels}`);
+        post({ type: 'preamble', index: m.index });
+      } else if (m.type === 'channel-sync') {
+        post({ type: 'sync', pass: m.pass, final: m.final });
+      } else if (m.type === 'error') {
+        throw new Error(`source reported on a multifd channel: ${m.message}`);
+      }
+    };
+    const reader = new StreamReader({
+      direction: 'channel',
+      config: data.config,
+      onMessage,
+      ram: {
+        target: (region, offset, length) => {
+          const b = written[region];
+          for (let p = offset >>> PAGE_SHIFT, end = (offset + length) >>> PAGE_SHIFT; p < end; p++) b[p >>> 5] |= 1 << (p & 31);
+          counters[1] += length >>> PAGE_SHIFT;
+          return ram[region].subarray(offset, offset + length);
+        },
+        zero: (region, offset, length) => {
+          const b = written[region];
+          counters[2] += length >>> PAGE_SHIFT;
+          for (let p = offset >>> PAGE_SHIFT, end = (offset + length) >>> PAGE_SHIFT; p < end; p++) {
+            if (b[p >>> 5] & (1 << (p & 31))) ram[region].fill(0, p << PAGE_SHIFT, (p + 1) << PAGE_SHIFT);
+          }
+        },
+      },
+    });
+    while (!reader.done) {
+      if (counters[3] !== 0) throw new Error('stopped');
+      const buf = reader.readBuffer();
+      const n = readFd(data.socketFd, buf);
+      if (n > 0) {
+        counters[0] += n;
+        reader.commit(n);
+      } else if (n === 0) {
+        reader.commit(0);
+        reader.finish();
+        throw new Error('the source closed the channel before its final sync');
+      } else if (n === -EAGAIN || n === -EINTR) {
+        reader.commit(0);
+        waitReadable(data.socketFd, 200);
+      } else {
+        throw new Error(`read failed: errno ${-n}`);
+      }
+    }
+  } finally {
+    for (const m of maps) munmap(m.ptr, m.size);
+  }
+}
+
+if (parentPort) {
+  const port = parentPort;
+  try {
+    run(workerData as ReceiveWorkerData, (m) => port.postMessage(m));
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    port.postMessage({ type: 'failed', message: err.message, code: err.code } satisfies ReceiveWorkerMessage);
+  }
+}
