@@ -261,6 +261,8 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
 
     let pass = 0;
     let previousRemainingBytes: number | undefined;
+    /** stats.transferredBytes when the current pass began. */
+    let passWire = 0;
     if (local) {
       // Phase: memory hand-over. Both processes now map the same memfds: no page is copied, and nothing is dirty.
       phase = 'memory hand-over';
@@ -273,6 +275,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       vm.startDirtyLog();
       dirtyLogging = true;
       pass = meter.beginPass();
+      passWire = stats.transferredBytes;
       stats.passes = pass;
       ctx.onPass(pass);
       await sendPages(vm.ram.map((_, r) => vm.populatedPages(r)));
@@ -289,7 +292,8 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       const dirtyBytes = dirty.reduce((n, b) => n + countDirtyPages(b), 0) * PAGE_SIZE;
       const report = meter.endPass(dirtyBytes);
       stats.remainingBytes = dirtyBytes;
-      stats.bandwidth = report.bandwidth;
+      // query-migrate's mbps is what went on the wire (QEMU's meaning), not the guest bytes the decision uses.
+      stats.bandwidth = report.ms > 0 ? (stats.transferredBytes - passWire) / (report.ms / 1000) : 0;
       stats.dirtyPagesRate = report.ms > 0 ? Math.round(dirtyBytes / PAGE_SIZE / (report.ms / 1000)) : 0;
       const p = settings.parameters;
       const decision = local ? { action: 'switchover' as const, expectedDowntimeMs: 0, reason: 'memory was handed over' } : decideSwitchover({
@@ -324,6 +328,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
         for (let r = 0; r < last.length; r++) for (let i = 0; i < last[r].length; i++) last[r][i] |= dirty[r][i];
         stats.dirtySyncCount++;
         pass = meter.beginPass();
+        passWire = stats.transferredBytes;
         stats.passes = pass;
         ctx.onPass(pass);
         if (!local) await sendPages(last, true);
@@ -358,6 +363,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       // Another dirty pass.
       phase = `pass ${report.pass + 1}`;
       pass = meter.beginPass();
+      passWire = stats.transferredBytes;
       stats.passes = pass;
       ctx.onPass(pass);
       await sendPages(dirty);
