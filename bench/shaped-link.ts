@@ -114,6 +114,8 @@ async function migrateOnce(kind: Kind, v: Variant): Promise<Result> {
       await new Promise((r) => setTimeout(r, 100));
     }
     if (info.status !== 'completed') return { outcome: 'failed', error: info['error-desc'] ?? info.status };
+    // QEMU reports completed before its destination runs the guest; a command typed before then would be lost.
+    await dst.proc.waitFor(/HB seq=\d+/, 15000);
     dst.proc.send('check\r');
     const m = await dst.proc.waitFor(/CHECK (OK|FAIL|ERROR)[^\n]*/, 30000).catch(() => ['CHECK timed out']);
     return { outcome: 'completed', totalMs: info['total-time'], downtimeMs: info.downtime, sentMiB: info.ram.transferred / MiB, passes: info.ram['dirty-sync-count'], check: m[0] };
