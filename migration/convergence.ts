@@ -183,7 +183,7 @@ export type ThrottleParameters = Pick<MigrationParameters, 'cpu-throttle-initial
 /**
  * QEMU's auto-converge schedule. After each dirty-log sync period (QEMU: at least a second apart) the
  * source reports the bytes the guest dirtied and the bytes it sent in that period. A period is "high"
- * when dirtied > sent x threshold %; every second high period (not necessarily consecutive, as in QEMU)
+ * when dirtied > sent x threshold %; every second high period (not necessarily consecutive, as in QEMU; see the constructor)
  * starts the throttle at `cpu-throttle-initial` or raises it by `cpu-throttle-increment` up to
  * `max-cpu-throttle`. With tailslow, the increment shrinks to what would bring the dirty rate to the
  * threshold.
@@ -192,7 +192,11 @@ export class AutoConverge {
   private pct = 0;
   private highPeriods = 0;
 
-  constructor(private readonly params: ThrottleParameters) {}
+  /**
+   * `highPeriodsPerStep`: high periods per throttle step, 2 as in QEMU, whose periods are pass ends at least a second
+   * apart. A caller sampling more often (tsvirt's source: every 250 ms) may step on every high period.
+   */
+  constructor(private readonly params: ThrottleParameters, private readonly highPeriodsPerStep = 2) {}
 
   /** Percent of vCPU time taken from the guest now; 0 when not throttling. */
   get percent(): number {
@@ -202,7 +206,7 @@ export class AutoConverge {
   /** Feeds one sync period; returns the throttle percent to apply from now on. */
   onPeriod(bytesDirtied: number, bytesTransferred: number): number {
     const threshold = (bytesTransferred * this.params['throttle-trigger-threshold']) / 100;
-    if (bytesDirtied > threshold && ++this.highPeriods >= 2) {
+    if (bytesDirtied > threshold && ++this.highPeriods >= this.highPeriodsPerStep) {
       this.highPeriods = 0;
       this.throttleDown(bytesDirtied, threshold);
     }

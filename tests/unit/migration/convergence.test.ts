@@ -153,6 +153,14 @@ describe('migration convergence', () => {
       expect(seen).to.deep.equal([0, 20, 20, 30, 30, 40, 40, 50, 50, 60, 60, 70, 70, 80, 80, 90, 90, 99, 99, 99, 99, 99]);
     });
 
+    it('steps on every high period when told its periods are short', () => {
+      const ac = new AutoConverge(defaultParameters(), 1);
+      const seen: number[] = [];
+      for (let i = 0; i < 11; i++) seen.push(ac.onPeriod(100, 100));
+      expect(seen).to.deep.equal([20, 30, 40, 50, 60, 70, 80, 90, 99, 99, 99]);
+      expect(ac.onPeriod(10, 100)).to.equal(99);
+    });
+
     it('does not count a period whose dirtied bytes stay within the threshold share of sent bytes', () => {
       const ac = new AutoConverge(defaultParameters());
       expect(ac.onPeriod(50, 100)).to.equal(0);
