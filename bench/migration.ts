@@ -246,6 +246,22 @@ function gaps(beats: Beat[]): number[] {
 }
 
 /** Largest gap between consecutive arrivals; undefined with fewer than two beats (nothing to measure). */
+/**
+ * The highest transfer rate over any window of at least one second between two polls of pre-copy: how well
+ * max-bandwidth holds "over any second" (MB/s, 10^6 bytes). Undefined when pre-copy lasted under a second.
+ */
+function maxSecondRate(samples: readonly [number, number][]): number | undefined {
+  let best: number | undefined;
+  let j = 0;
+  for (let i = 0; i < samples.length; i++) {
+    while (j < samples.length && samples[j][0] - samples[i][0] < 1000) j++;
+    if (j === samples.length) break;
+    const rate = (samples[j][1] - samples[i][1]) / ((samples[j][0] - samples[i][0]) / 1000) / 1e6;
+    best = Math.max(best ?? 0, rate);
+  }
+  return best;
+}
+
 function largestGap(beats: Beat[]): number | undefined {
   const g = gaps(beats);
   return g.length ? Math.max(...g) : undefined;
@@ -287,6 +303,10 @@ interface RunResult {
   precopyGaps?: number[];
   /** Largest `cpu-throttle-percentage` seen while polling (only reported with auto-converge). */
   maxThrottlePct?: number;
+  /** Highest rate over any window of at least 1 s of pre-copy, from ram.transferred at each poll (MB/s, 10^6). */
+  maxSecondMBs?: number;
+  /** (ms since migrate, ram.transferred) at each active poll. */
+  samples: [number, number][];
   syncs: SyncSeen[];
   srcCpu?: { pct: number; vcpu: number; top: string };
   dstCpu?: { pct: number; vcpu: number; top: string };
@@ -303,7 +323,7 @@ interface RunResult {
 async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<RunResult> {
   let src: Vm | undefined;
   let dst: Vm | undefined;
-  const result: RunResult = { kind, outcome: 'error', syncs: [] };
+  const result: RunResult = { kind, outcome: 'error', syncs: [], samples: [] };
   const capMs = Math.max(CAP_MS, (s.capS ?? 0) * 1000);
   const pollMs = PLOT_PATH && s.name === PLOT_SCENARIO ? PLOT_POLL_MS : POLL_MS;
   try {
@@ -350,6 +370,7 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
       const throttle = info['cpu-throttle-percentage'];
       if (typeof throttle === 'number') result.maxThrottlePct = Math.max(result.maxThrottlePct ?? 0, throttle);
       const ram = info.ram;
+      if (ram && info.status === 'active') result.samples.push([atMs, ram.transferred]);
       if (ram && info.status === 'active') {
         const sync = ram['dirty-sync-count'];
         if (result.syncs[result.syncs.length - 1]?.sync !== sync) result.syncs.push({ sync, remaining: ram.remaining, atMs, sentSincePrev: ram.transferred - lastTransferred });
@@ -362,6 +383,7 @@ async function migrateOnce(kind: VmmKind, s: Scenario, dir: string): Promise<Run
     cpuMerge(cpuSrc, srcPid);
     cpuMerge(cpuDst, dstPid);
     const wallMs = performance.now() - t0;
+    result.maxSecondMBs = maxSecondRate(result.samples);
     if (wallMs >= 100) {
       result.srcCpu = cpuDelta(cpuSrc0, cpuSrc, srcPid, srcVcpus, wallMs);
       result.dstCpu = cpuDelta(cpuDst0, cpuDst, dstPid, dstVcpus, wallMs);
@@ -539,6 +561,7 @@ interface Summary {
   dirtyBefore?: number;
   srcVcpu?: number;
   maxThrottle?: number;
+  maxSecond?: number;
 }
 
 function summarise(rs: RunResult[]): Summary {
@@ -562,6 +585,7 @@ function summarise(rs: RunResult[]): Summary {
     dirtyBefore: median(rs.filter((r) => (r.dirtyBefore?.sweeps ?? 0) >= 3).map((r) => r.dirtyBefore!.mibs)),
     srcVcpu: pick((r) => r.srcCpu?.vcpu),
     maxThrottle: median(rs.map((r) => r.maxThrottlePct)),
+    maxSecond: median(rs.map((r) => r.maxSecondMBs)),
   };
 }
 
@@ -579,6 +603,7 @@ function describeRun(r: RunResult): string {
     parts.push(`pre-copy beat gaps: ${r.precopyGaps.length}, over 150 ms ${over(150)}, over 200 ms ${over(200)}, over 300 ms ${over(300)}`);
   }
   if (r.maxThrottlePct !== undefined) parts.push(`max cpu-throttle-percentage ${r.maxThrottlePct}`);
+  if (r.maxSecondMBs !== undefined) parts.push(`highest rate over any 1 s of pre-copy ${fmt(r.maxSecondMBs, 1)} MB/s`);
   const x = r.info?.['xbzrle-cache'];
   if (x) parts.push(`xbzrle-cache pages ${x.pages}, bytes ${x.bytes} (${fmt(x.bytes / MiB, 1)} MiB), encoding-rate ${fmt(x['encoding-rate'], 2)}, cache-miss ${x['cache-miss']} (rate ${fmt(x['cache-miss-rate'], 3)}), overflow ${x.overflow}`);
   const sw = (d?: { sweeps: number; ms: number }) => (d ? `${d.sweeps} sweeps in ${fmt(d.ms)} ms guest time` : 'no beats');
@@ -649,8 +674,8 @@ async function main(): Promise<void> {
   const caps = [...new Set(scenarios.filter((s) => s.capS && s.capS * 1000 > CAP_MS).map((s) => `${s.name} ${s.capS} s`))];
   console.log(`live migration, test guest, 1 vCPU, loopback tcp, ${RUNS} run(s) per VMM, medians of completed runs (${when}, ${os.cpus().length} host CPUs, cap ${CAP_MS / 1000} s per migration${caps.length ? ` (${caps.join(', ')})` : ''}${HB_MS ? `, guest hb_ms=${HB_MS}` : ''}):`);
   console.log('');
-  console.log('| scenario | VMM | completed | total ms | downtime ms (reported) | guest gap ms | pre-copy gap ms | throughput MiB/s | sent MiB | passes | src CPU % (vCPU) | dst CPU % | guest dirty MiB/s | max throttle % |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| scenario | VMM | completed | total ms | downtime ms (reported) | guest gap ms | pre-copy gap ms | throughput MiB/s | sent MiB | passes | src CPU % (vCPU) | dst CPU % | guest dirty MiB/s | max throttle % | max 1 s MB/s |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const s of scenarios) {
     const per = results.get(s.name)!;
     const sums = new Map(kinds.map((k) => [k, summarise(per.get(k)!)]));
@@ -658,12 +683,12 @@ async function main(): Promise<void> {
       const m = sums.get(k)!;
       const none = m.total === undefined;
       const cell = (x: number | undefined, d = 0) => (none ? (per.get(k)!.some((r) => r.outcome === 'did not converge') ? 'did not converge' : 'failed') : fmt(x, d));
-      console.log(`| ${s.name} | ${VMM_NAME[k]} | ${m.ok} | ${cell(m.total)} | ${cell(m.downtime)} | ${cell(m.gap)} | ${fmt(m.precopyGap)} | ${cell(m.thr, 1)} | ${fmt(m.sent, 1)} | ${fmt(m.passes)} | ${fmt(m.srcCpu)} (${fmt(m.srcVcpu)}) | ${fmt(m.dstCpu)} | ${fmt(m.dirtyBefore)} | ${fmt(m.maxThrottle)} |`);
+      console.log(`| ${s.name} | ${VMM_NAME[k]} | ${m.ok} | ${cell(m.total)} | ${cell(m.downtime)} | ${cell(m.gap)} | ${fmt(m.precopyGap)} | ${cell(m.thr, 1)} | ${fmt(m.sent, 1)} | ${fmt(m.passes)} | ${fmt(m.srcCpu)} (${fmt(m.srcVcpu)}) | ${fmt(m.dstCpu)} | ${fmt(m.dirtyBefore)} | ${fmt(m.maxThrottle)} | ${fmt(m.maxSecond, 1)} |`);
     }
     if (kinds.length === 2) {
       const a = sums.get('tsvirt')!;
       const b = sums.get('qemu')!;
-      console.log(`| ${s.name} | ratio tsvirt/QEMU | | ${ratio(a.total, b.total)} | ${ratio(a.downtime, b.downtime)} | ${ratio(a.gap, b.gap)} | ${ratio(a.precopyGap, b.precopyGap)} | ${ratio(a.thr, b.thr)} | ${ratio(a.sent, b.sent)} | | | | ${ratio(a.dirtyBefore, b.dirtyBefore)} | |`);
+      console.log(`| ${s.name} | ratio tsvirt/QEMU | | ${ratio(a.total, b.total)} | ${ratio(a.downtime, b.downtime)} | ${ratio(a.gap, b.gap)} | ${ratio(a.precopyGap, b.precopyGap)} | ${ratio(a.thr, b.thr)} | ${ratio(a.sent, b.sent)} | | | | ${ratio(a.dirtyBefore, b.dirtyBefore)} | | ${ratio(a.maxSecond, b.maxSecond)} |`);
     }
   }
   console.log('');
@@ -679,7 +704,8 @@ async function main(): Promise<void> {
   console.log('sent/passes = ram.transferred, dirty-sync-count; CPU = source/destination process CPU from schedstat over the migration');
   console.log("(all threads; in brackets the source's vCPU thread), 100 = one core; guest dirty = the dirtier's rate in the second");
   console.log('before `migrate` (whole sweeps, +-1 sweep); max throttle = the largest cpu-throttle-percentage seen (polled every');
-  console.log('100 ms; reported only with auto-converge; median over every run).');
+  console.log('100 ms; reported only with auto-converge; median over every run); max 1 s = the highest rate over any window of at');
+  console.log('at least 1 s between two polls of pre-copy (ram.transferred, MB = 10^6 bytes): whether max-bandwidth holds over any second.');
   if (plotted) {
     printPassSeries(plotted, results.get(plotted.name)!, kinds);
     writePassChart(PLOT_PATH!, plotted, results.get(plotted.name)!, kinds, when);
