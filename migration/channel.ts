@@ -84,6 +84,12 @@ export function withDirectReads(accepted: net.Socket, buffer: () => Uint8Array, 
   return s;
 }
 
+/** The file descriptor under a connected socket (Node keeps it on a private handle); undefined once closed. */
+export function socketFd(socket: net.Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  return fd !== undefined && fd >= 0 ? fd : undefined;
+}
+
 /** Writes chunk lists to a socket, waiting for 'drain' when the kernel buffer is full. */
 export class ChannelWriter {
   bytesWritten = 0;

@@ -2,7 +2,7 @@
 
 import type * as net from 'node:net';
 import { TsvirtError } from '../machine/errors.js';
-import { describeAddress, listen, withDirectReads, type MigrationAddress } from './channel.js';
+import { describeAddress, listen, socketFd, withDirectReads, type MigrationAddress } from './channel.js';
 import { compareVms } from './compat.js';
 import { MigrationCompatError } from './errors.js';
 import type { StreamMessage } from './format.js';
@@ -16,6 +16,10 @@ import { receiveFds } from '../machine/host/fd-passing.js';
 import { MultifdReceiver } from './multifd-destination.js';
 
 const PAGE_SHIFT = 12;
+/** Connections kept, before the CONFIG says how many channels come, beyond the first (multifd allows 255). */
+const MAX_EARLY_CONNECTIONS = 255;
+/** Sections held after the final pass beyond the CONFIG's vCPUs and devices (chips, clock, serial and the like). */
+const HELD_SLACK = 32;
 
 export interface DestinationContext {
   readonly vm: MigratableVm;
@@ -56,7 +60,11 @@ export async function runDestination(ctx: DestinationContext, address: Migration
   // The listener stays open until the CONFIG says whether multifd channels follow on the same address.
   const early: net.Socket[] = [];
   let onChannel: ((s: net.Socket) => void) | undefined;
-  server.on('connection', (s: net.Socket) => (onChannel ? onChannel(s) : early.push(s)));
+  server.on('connection', (s: net.Socket) => {
+    if (onChannel) onChannel(s);
+    else if (early.length < MAX_EARLY_CONNECTIONS) early.push(s);
+    else s.destroy();
+  });
   const stopListening = () => {
     if (server.listening) server.close();
     for (const s of early.splice(0)) s.destroy();
@@ -105,7 +113,12 @@ export async function runDestination(ctx: DestinationContext, address: Migration
     };
 
     const onMessage = (m: StreamMessage): void => {
-      if (held) {
+      if (held && m.type !== 'error') {
+        // A source that keeps a channel open must not be able to make us buffer without end.
+        const cfg = reader.description;
+        if (held.length >= (cfg?.vcpus ?? 0) + (cfg?.devices.length ?? 0) + HELD_SLACK) {
+          throw new TsvirtError('ERR_MIGRATION_CHANNEL', `${held.length} sections after the final pass while multifd channels are still open`);
+        }
         held.push(m);
         return;
       }
@@ -119,7 +132,7 @@ export async function runDestination(ctx: DestinationContext, address: Migration
         case 'config': {
           const mismatches = compareVms({ ...header!, description: m.description }, { arch: 'x86_64', vendor: vm.cpuVendor(), description: vm.description() });
           if (mismatches.length) throw new MigrationCompatError(mismatches);
-          if (m.description.multifd && m.description.memoryHandover) throw new TsvirtError('ERR_MIGRATION_PEER', 'CONFIG asks for multifd channels and a memory hand-over at once');
+          if (m.description.multifd && m.description.memoryHandover) throw new TsvirtError('ERR_MIGRATION_LOCAL', 'CONFIG asks for multifd channels and a memory hand-over at once');
           if (m.description.multifd) {
             const plan = m.description.multifd;
             multifd = new MultifdReceiver(plan, m.description, vm.memoryFds().map((fd, r) => ({ fd, size: vm.ram[r].size })), {
@@ -178,6 +191,8 @@ export async function runDestination(ctx: DestinationContext, address: Migration
           status.transition('completed');
           done = true;
           socket!.end();
+          // Every channel has ended by now; this only closes connections that were never channels.
+          multifd?.destroy();
           resolve();
           return;
         case 'error':
@@ -211,7 +226,7 @@ export async function runDestination(ctx: DestinationContext, address: Migration
 
     /** Waits (polling the socket, up to 10 s) for the source's memfds, then maps them in place of our own RAM. */
     const adoptHandedOverMemory = () => {
-      const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+      const fd = socketFd(socket!)!;
       const deadline = Date.now() + 10000;
       const poll = () => {
         if (done) return;

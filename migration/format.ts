@@ -11,18 +11,12 @@ export const STREAM_MAGIC: Uint8Array = Uint8Array.of(0x89, 0x54, 0x53, 0x56, 0x
  * minor no newer than its own: minors only add things an older stream never contains.
  */
 export const FORMAT_MAJOR = 1;
-/** See FORMAT_MAJOR. */
+/**
+ * See FORMAT_MAJOR. 1.1 added multifd data channels (CHANNEL preamble, CHANNEL_SYNC, the PASS_ACK reply),
+ * zlib-compressed RAM_PAGES batches (batch flag BATCH_ZLIB) and XBZRLE page deltas.
+ */
 export const FORMAT_MINOR = 1;
 
-/**
- * What each minor version added. A source writes its own version; a destination reads any minor up to its own.
- * 1.1: multifd data channels (CHANNEL preamble, CHANNEL_SYNC, the PASS_ACK reply), zlib-compressed RAM_PAGES payloads (batch flag
- * BATCH_ZLIB) and XBZRLE page deltas.
- */
-export const FORMAT_HISTORY: Readonly<Record<number, string>> = {
-  0: 'single stream, ZERO and NORMAL pages',
-  1: 'multifd channels, zlib payloads, XBZRLE deltas',
-};
 
 /** The only architecture tsvirt runs; sent so a future port refuses streams it cannot load. */
 export const STREAM_ARCH = 'x86_64';

@@ -3,6 +3,7 @@
 import { TsvirtError } from '../machine/errors.js';
 import { EventHub, MIGRATION_CAPABILITIES, type DirtyRateInfo, type MigrateRequest, type MigrationApi, type MigrationCapabilityState, type MigrationInfo, type MigrationParameters as QmpParameters } from '../qmp/index.js';
 import { fromWire, toWire } from '../qmp/protocol.js';
+import { constants as bufferConstants } from 'node:buffer';
 import type { Server } from 'node:net';
 import { listen, parseMigrationUri, type MigrationAddress } from './channel.js';
 import { runDestination } from './destination.js';
@@ -73,14 +74,17 @@ export class MigrationManager implements MigrationApi {
       throw new TsvirtError('ERR_MIGRATION_STATE', this.role === 'destination' ? 'The incoming migration has already been started' : "'-incoming' was not specified on the command line");
     }
     const address = parseMigrationUri(uri);
-    const { startPaused } = this.deferred;
-    const server = address.kind === 'file' ? undefined : await listen(address);
-    if (!this.deferred) {
-      server?.close();
-      throw new TsvirtError('ERR_MIGRATION_STATE', 'The incoming migration has already been started');
-    }
+    const deferred = this.deferred;
+    // Taken before the await, so a second call meanwhile is refused rather than listening twice; given back on failure.
     this.deferred = undefined;
-    void this.incoming(address, startPaused, server).catch(() => {});
+    let server: Server | undefined;
+    try {
+      server = address.kind === 'file' ? undefined : await listen(address);
+    } catch (e) {
+      this.deferred = deferred;
+      throw e;
+    }
+    void this.incoming(address, deferred.startPaused, server).catch(() => {});
   }
 
   /** Starts waiting for an incoming migration (-incoming). */
@@ -199,6 +203,13 @@ export class MigrationManager implements MigrationApi {
     if (patch.multifdCompression === 'zstd') {
       // Node.js 20 ships zlib and brotli but no zstd, and no maintained npm zstd builds without a compiler download.
       throw new MigrationParamError('multifd-compression', "Parameter 'multifd-compression' value 'zstd' is not available in this tsvirt build (use 'zlib' or 'none')");
+    }
+    if (patch.xbzrleCacheSize !== undefined) {
+      // The cache is one buffer: it can neither exceed what a buffer may hold nor, usefully, the guest's RAM (QEMU's rule).
+      const most = Math.min(this.totalRam(), bufferConstants.MAX_LENGTH);
+      if (patch.xbzrleCacheSize > most) {
+        throw new MigrationParamError('xbzrle-cache-size', `Parameter 'xbzrle-cache-size' (${patch.xbzrleCacheSize}) exceeds ${most === this.totalRam() ? "the guest's RAM" : 'the largest buffer'} (${most} bytes)`);
+      }
     }
     this.settings.set(toWire(patch) as Record<string, unknown>);
   }

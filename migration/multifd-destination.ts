@@ -4,6 +4,7 @@ import type * as net from 'node:net';
 import { TsvirtError } from '../machine/errors.js';
 import { Worker } from 'node:worker_threads';
 import { shutdownSocket } from '../machine/host/libc-extra.js';
+import { socketFd } from './channel.js';
 import type { MultifdDescription, VmDescription } from './description.js';
 import type { ReceiveWorkerData, ReceiveWorkerMessage } from './multifd-receive-worker.js';
 
@@ -40,7 +41,7 @@ export class MultifdReceiver {
   ) {
     this.syncs = new Array<number>(plan.channels).fill(0);
     this.timer = setTimeout(() => {
-      if (this.seen.size < plan.channels) this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd: ${this.seen.size} of ${plan.channels} channels opened within ${CHANNELS_TIMEOUT_MS / 1000} s`));
+      if (this.seen.size < plan.channels) this.fail(new TsvirtError('ERR_MIGRATION_CHANNEL', `multifd: ${this.seen.size} of ${plan.channels} channels opened within ${CHANNELS_TIMEOUT_MS / 1000} s`));
     }, CHANNELS_TIMEOUT_MS);
   }
 
@@ -59,19 +60,21 @@ export class MultifdReceiver {
    * multifd-receive-worker.ts); its preamble says which channel it is.
    */
   adopt(accepted: net.Socket): void {
-    if (this.failed) {
+    // Only as many connections as the CONFIG announced get a reader (a thread with guest memory mapped); any more
+    // are closed at once.
+    if (this.failed || this.workers.length >= this.plan.channels) {
       accepted.destroy();
       return;
     }
-    const socketFd = (accepted as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (socketFd === undefined || socketFd < 0) {
+    const fd = socketFd(accepted);
+    if (fd === undefined) {
       accepted.destroy();
-      this.fail(new TsvirtError('ERR_MIGRATION_PEER', 'multifd: an accepted channel has no file descriptor'));
+      this.fail(new TsvirtError('ERR_MIGRATION_CHANNEL', 'multifd: an accepted channel has no file descriptor'));
       return;
     }
     const shared = new SharedArrayBuffer(4 * 8);
     const counters = new Float64Array(shared);
-    const data: ReceiveWorkerData = { socketFd, regions: this.regions, config: this.config, session: this.plan.session, channels: this.plan.channels, shared };
+    const data: ReceiveWorkerData = { socketFd: fd, regions: this.regions, config: this.config, session: this.plan.session, channels: this.plan.channels, shared };
     const worker = new Worker(new URL('./multifd-receive-worker.js', import.meta.url), { workerData: data, name: 'multifd-recv' });
     const channel = { worker, accepted, counters, reported: [0, 0, 0], index: -1, ended: false };
     this.workers.push(channel);
@@ -83,7 +86,7 @@ export class MultifdReceiver {
     worker.on('message', (m: ReceiveWorkerMessage) => {
       if (this.failed) return;
       if (m.type === 'preamble') {
-        if (this.seen.has(m.index)) return this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd channel ${m.index}: opened twice`));
+        if (this.seen.has(m.index)) return this.fail(new TsvirtError('ERR_MIGRATION_CHANNEL', `multifd channel ${m.index}: opened twice`));
         this.seen.add(m.index);
         channel.index = m.index;
         if (this.seen.size === this.plan.channels) clearTimeout(this.timer);
@@ -100,14 +103,16 @@ export class MultifdReceiver {
         }
         return;
       }
-      this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd channel ${channel.index < 0 ? '(before its preamble)' : channel.index}: ${m.message}`));
+      // What the source sent was refused: tell it why (fail() replies ERROR for anything but a closed connection).
+      const which = channel.index < 0 ? 'a multifd channel' : `multifd channel ${channel.index}`;
+      this.fail(new TsvirtError(m.closed ? 'ERR_MIGRATION_PEER' : 'ERR_MIGRATION_CHANNEL', `${which}: ${m.message}`));
     });
-    worker.on('error', (e: Error) => this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd channel ${channel.index}: ${e.message}`)));
+    worker.on('error', (e: Error) => this.fail(new TsvirtError('ERR_MIGRATION_CHANNEL', `multifd channel ${channel.index}: ${e.message}`)));
     worker.on('exit', () => {
       account();
       // The worker no longer touches the descriptor: only now may the socket (and its fd number) go.
       accepted.destroy();
-      if (!channel.ended && !this.failed) this.fail(new TsvirtError('ERR_MIGRATION_PEER', `multifd channel ${channel.index}: its reader ended before the final sync`));
+      if (!channel.ended && !this.failed) this.fail(new TsvirtError('ERR_MIGRATION_CHANNEL', `multifd channel ${channel.index}: its reader ended before the final sync`));
     });
   }
 
@@ -123,8 +128,8 @@ export class MultifdReceiver {
     clearTimeout(this.timer);
     for (const c of this.workers) {
       c.counters[3] = 1;
-      const fd = (c.accepted as unknown as { _handle?: { fd?: number } })._handle?.fd;
-      if (fd !== undefined && fd >= 0) shutdownSocket(fd);
+      const fd = socketFd(c.accepted);
+      if (fd !== undefined) shutdownSocket(fd);
     }
   }
 }

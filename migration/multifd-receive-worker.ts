@@ -31,26 +31,31 @@ export interface ReceiveWorkerData {
 export type ReceiveWorkerMessage =
   | { type: 'preamble'; index: number }
   | { type: 'sync'; pass: number; final: boolean }
-  | { type: 'failed'; message: string; code?: string };
+  /** `closed`: the connection ended, was reset or was stopped (nobody to tell); otherwise the data was refused. */
+  | { type: 'failed'; message: string; closed: boolean };
 
 const PAGE_SHIFT = 12;
 
+/** The connection itself failed (as opposed to what came over it). */
+class ChannelClosed extends Error {}
+
 function run(data: ReceiveWorkerData, post: (m: ReceiveWorkerMessage) => void): void {
   const counters = new Float64Array(data.shared);
-  const maps = data.regions.map((r) => ({ ptr: mmapShared(r.fd, r.size), size: r.size }));
+  const maps: { ptr: ReturnType<typeof mmapShared>; size: number }[] = [];
   try {
+    for (const r of data.regions) maps.push({ ptr: mmapShared(r.fd, r.size), size: r.size });
     const ram = maps.map((m) => new Uint8Array(view(m.ptr, m.size)));
     // Pages this channel wrote: a later ZERO run only needs to clear those (fresh memory is zero already).
     const written = ram.map((r) => new Uint32Array(Math.ceil(r.length / 4096 / 32)));
     const onMessage = (m: StreamMessage): void => {
       if (m.type === 'channel') {
-        if (m.session !== data.session) throw new Error(`multifd channel ${m.index}: belongs to another migration (session ${m.session})`);
-        if (m.count !== data.channels) throw new Error(`multifd channel ${m.index}: says there are ${m.count} channels, the CONFIG ${data.channels}`);
+        if (m.session !== data.session) throw new Error(`channel ${m.index} belongs to another migration (session ${m.session})`);
+        if (m.count !== data.channels) throw new Error(`channel ${m.index} says there are ${m.count} channels, the CONFIG ${data.channels}`);
         post({ type: 'preamble', index: m.index });
       } else if (m.type === 'channel-sync') {
         post({ type: 'sync', pass: m.pass, final: m.final });
       } else if (m.type === 'error') {
-        throw new Error(`source reported on a multifd channel: ${m.message}`);
+        throw new Error(`source reported: ${m.message}`);
       }
     };
     const reader = new StreamReader({
@@ -74,7 +79,7 @@ function run(data: ReceiveWorkerData, post: (m: ReceiveWorkerMessage) => void): 
       },
     });
     while (!reader.done) {
-      if (counters[3] !== 0) throw new Error('stopped');
+      if (counters[3] !== 0) throw new ChannelClosed('stopped');
       const buf = reader.readBuffer();
       const n = readFd(data.socketFd, buf);
       if (n > 0) {
@@ -83,12 +88,12 @@ function run(data: ReceiveWorkerData, post: (m: ReceiveWorkerMessage) => void): 
       } else if (n === 0) {
         reader.commit(0);
         reader.finish();
-        throw new Error('the source closed the channel before its final sync');
+        throw new ChannelClosed('the source closed the channel before its final sync');
       } else if (n === -EAGAIN || n === -EINTR) {
         reader.commit(0);
         waitReadable(data.socketFd, 200);
       } else {
-        throw new Error(`read failed: errno ${-n}`);
+        throw new ChannelClosed(`read failed: errno ${-n}`);
       }
     }
   } finally {
@@ -101,7 +106,6 @@ if (parentPort) {
   try {
     run(workerData as ReceiveWorkerData, (m) => port.postMessage(m));
   } catch (e) {
-    const err = e as Error & { code?: string };
-    port.postMessage({ type: 'failed', message: err.message, code: err.code } satisfies ReceiveWorkerMessage);
+    port.postMessage({ type: 'failed', message: (e as Error).message, closed: e instanceof ChannelClosed } satisfies ReceiveWorkerMessage);
   }
 }

@@ -33,8 +33,7 @@ export interface MultifdOptions {
 
 /** The N data connections of one outgoing migration. */
 export class MultifdSender {
-  /** Page-data bytes before compression and bytes put on the channels, for query-migrate and the benchmarks. */
-  rawBytes = 0;
+  /** Bytes put on the channels, for query-migrate's multifd-bytes. */
   sentBytes = 0;
 
   private constructor(
@@ -85,6 +84,14 @@ export class MultifdSender {
       blocks += Math.ceil(r.size / PAGE_SIZE / BLOCK_PAGES);
     }
     const zlib = this.opts.description.compression === 'zlib';
+    // The first channel to fail (or see the cancel) stops the others: they check this after every wait, and their
+    // sockets are torn down so a blocked write ends too. sendPages returns only once every loop has ended, so nothing
+    // keeps sending, counting or sampling the dirty log after the caller has started cleaning up.
+    let failure: { error: unknown } | undefined;
+    const guard = () => {
+      if (failure) throw failure.error;
+      checkCancel();
+    };
     const channelLoop = async (c: number): Promise<void> => {
       let inFlight: Promise<Uint8Array[]> | undefined;
       for (let r = 0; r < ram.length; r++) {
@@ -94,21 +101,36 @@ export class MultifdSender {
         for (let b = (((c - firstBlock[r]) % n) + n) % n; b < regionBlocks; b += n) {
           if (bitmap && blockClean(bitmap, b)) continue;
           for (const batch of planRamBatches(ram[r].bytes, bitmap, this.opts.batchPages, b * BLOCK_PAGES, (b + 1) * BLOCK_PAGES)) {
-            checkCancel();
+            guard();
             count(batch);
             const next = zlib ? this.compressed(c, r, ram[r].bytes, batch) : Promise.resolve(this.plain(c, r, ram[r].bytes, batch));
-            if (inFlight) await send(this.writers[c], await inFlight);
+            next.catch(() => {}); // if this loop stops before awaiting it, its failure must not go unhandled
+            const ready = inFlight ? await inFlight : undefined;
+            guard();
+            if (ready) await send(this.writers[c], ready);
             inFlight = next;
           }
         }
       }
-      if (inFlight) await send(this.writers[c], await inFlight);
+      if (inFlight) {
+        const ready = await inFlight;
+        guard();
+        await send(this.writers[c], ready);
+      }
     };
-    await Promise.all(Array.from({ length: n }, (_, c) => channelLoop(c)));
+    const loops = Array.from({ length: n }, (_, c) =>
+      channelLoop(c).catch((error: unknown) => {
+        if (!failure) {
+          failure = { error };
+          this.destroy();
+        }
+      }),
+    );
+    await Promise.all(loops);
+    if (failure) throw failure.error;
   }
 
   private plain(c: number, region: number, bytes: Uint8Array, batch: RamBatch): Uint8Array[] {
-    this.rawBytes += batch.normalPages * PAGE_SIZE;
     const chunks = this.streams[c].ramPages(region, bytes, batch.runs);
     this.sentBytes += chunks.reduce((s, x) => s + x.length, 0);
     return chunks;
@@ -122,7 +144,6 @@ export class MultifdSender {
     const packed = await deflateRawAsync(input, { level: this.opts.zlibLevel });
     const raw = batch.normalPages * PAGE_SIZE;
     if (packed.length >= raw) return this.plain(c, region, bytes, batch);
-    this.rawBytes += raw;
     const chunks = this.streams[c].ramPages(region, bytes, batch.runs, packed);
     this.sentBytes += chunks.reduce((s, x) => s + x.length, 0);
     return chunks;
@@ -133,10 +154,6 @@ export class MultifdSender {
     await Promise.all(this.streams.map((w, i) => send(this.writers[i], w.sync(pass, final))));
   }
 
-  /** Waits until every channel's queued bytes are in the kernel. */
-  async drain(): Promise<void> {
-    await Promise.all(this.writers.map((w) => w.drain()));
-  }
 
   /** Closes the channels after a completed migration (the destination has everything). */
   end(): void {

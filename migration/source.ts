@@ -3,7 +3,7 @@
 import type * as net from 'node:net';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { TsvirtError } from '../machine/errors.js';
-import { ChannelWriter, connect, describeAddress, type MigrationAddress } from './channel.js';
+import { ChannelWriter, connect, describeAddress, socketFd, type MigrationAddress } from './channel.js';
 import { AutoConverge, decideSwitchover, PassMeter, RateLimiter } from './convergence.js';
 import type { StreamMessage } from './format.js';
 import type { MigrationSettings } from './params.js';
@@ -209,7 +209,13 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       const n = w.summary.passes + 1;
       await multifd?.sync(n, false, sendOn);
       await send(w.passEnd(stats.dirtySyncCount, false));
-      if (multifd) await replies.ack(n, ctx.cancelled);
+      if (multifd) {
+        // Up to a socket buffer or so per channel may still be on its way; on a slow link that takes longer than the
+        // usual 30 s reply timeout, so allow for it at the rate the link has shown (at least 1 MB/s).
+        const inFlight = multifd.channels * 8 * 1024 * 1024;
+        const rate = Math.max(1e6, limiter.bytesPerSecond || stats.bandwidth);
+        await replies.ack(n, ctx.cancelled, REPLY_TIMEOUT_MS + (inFlight / rate) * 1000);
+      }
     };
     const countBatch = (batch: RamBatch) => {
       stats.normalPages += batch.normalPages;
@@ -269,7 +275,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
       // Phase: memory hand-over. Both processes now map the same memfds: no page is copied, and nothing is dirty.
       phase = 'memory hand-over';
       await channel.drain();
-      sendFds((socket as unknown as { _handle: { fd: number } })._handle.fd, vm.memoryFds());
+      sendFds(socketFd(socket)!, vm.memoryFds());
       stats.remainingBytes = 0;
     } else {
       // Phase: first pass, every page that holds data.

@@ -201,10 +201,6 @@ export class ChannelStreamWriter {
     return this.out(frame(this.order, SectionType.CHANNEL_SYNC, [encodeChannelSync(pass, final)], final));
   }
 
-  /** ERROR on this channel (the main stream carries the reason too). */
-  error(message: string): Uint8Array[] {
-    return this.out(frame(this.order, SectionType.ERROR, [encodeError(message)]));
-  }
 }
 
 /**

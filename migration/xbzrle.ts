@@ -5,8 +5,6 @@ import type { RamBatch, RamRun } from './ram.js';
 
 const PAGE_SIZE = 4096;
 const PAGE_WORDS = PAGE_SIZE / 4;
-/** Two changed runs closer than this many unchanged words are sent as one run (a pair costs 2-4 bytes of counts). */
-const MERGE_GAP_WORDS = 1;
 
 function putLeb(out: Uint8Array, at: number, v: number): number {
   while (v >= 0x80) {
@@ -34,13 +32,8 @@ export function encodeDelta(cur: Uint8Array, old: Uint8Array, out: Uint8Array, l
     while (word < PAGE_WORDS && a[word] === b[word]) word++;
     if (word === PAGE_WORDS) break;
     const start = word;
-    for (;;) {
-      while (word < PAGE_WORDS && a[word] !== b[word]) word++;
-      let gap = word;
-      while (gap < PAGE_WORDS && gap - word < MERGE_GAP_WORDS && a[gap] === b[gap]) gap++;
-      if (gap < PAGE_WORDS && gap - word < MERGE_GAP_WORDS) word = gap;
-      else break;
-    }
+    // Runs are not merged across unchanged words: one unchanged word costs 4 bytes, a new pair of counts only 2.
+    while (word < PAGE_WORDS && a[word] !== b[word]) word++;
     const changed = (word - start) * 4;
     if (at + 6 + changed >= limit) return -1;
     at = putLeb(out, at, (start - last) * 4);

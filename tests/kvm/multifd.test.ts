@@ -83,7 +83,7 @@ describe('multifd migration', function () {
     await expectMemoryIntact(dst2);
   });
 
-  it('fails the migration when a connection with another session joins, and the source keeps its guest', async () => {
+  it('closes a connection beyond the channels announced, and the migration completes intact', async () => {
     const port = await freePort();
     const dst = await fleet.destination(`tcp:127.0.0.1:${port}`, { mem: '512' });
     const src = await fleet.start([], { mem: '512', append: 'console=ttyS0 dirty_mib=64 dirty_rate=0' });
@@ -92,7 +92,9 @@ describe('multifd migration', function () {
     await src.qmp.run('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 * 1024 });
     await src.qmp.run('migrate', { uri: `tcp:127.0.0.1:${port}` });
     await waitMigration(src, ['active']);
-    // A well-formed channel preamble (format 1.1, channel 0 of 2) with a session that is not this migration's.
+    await new Promise((r) => setTimeout(r, 300));
+    // Both channels are open by now: a third connection (here a channel preamble of another session) gets no reader
+    // thread, no mapping of guest memory, and is closed at once.
     const preamble = Buffer.alloc(32);
     Buffer.from([0x89, 0x54, 0x53, 0x56, 0x43, 0x48, 0x4e, 0x0a]).copy(preamble);
     preamble.writeUInt16LE(1, 8);
@@ -101,15 +103,15 @@ describe('multifd migration', function () {
     preamble.writeUInt16LE(2, 14);
     preamble.fill(0xab, 16);
     const stray = net.connect(port, '127.0.0.1');
-    await new Promise((r) => stray.once('connect', r));
+    stray.on('error', () => {});
+    const closed = new Promise((r) => stray.once('close', r));
     stray.write(preamble);
+    await closed;
+    expect((await src.qmp.run('query-migrate')).status).to.equal('active');
+    await src.qmp.run('migrate-set-parameters', { 'max-bandwidth': 0 });
     const info = await waitMigration(src, ['failed', 'completed', 'cancelled'], 30000);
-    stray.destroy();
-    expect(info.status).to.equal('failed');
-    expect((await src.qmp.run('query-status')).status).to.equal('running');
-    const exit = await dst.proc.waitExit(10000);
-    expect(exit.code).to.not.equal(0);
-    expect(dst.proc.stderr).to.match(/belongs to another migration/);
+    expect(info.status, info['error-desc']).to.equal('completed');
+    await expectMemoryIntact(dst);
   });
 
   it('refuses zstd compression by name, and keeps the previous parameters', async () => {

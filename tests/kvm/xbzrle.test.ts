@@ -43,8 +43,10 @@ describe('XBZRLE migration', function () {
     expect(m[0]).to.match(/^CHECK OK pages=8192 /);
   });
 
-  it('refuses xbzrle together with multifd, as QEMU does', async () => {
+  it('refuses xbzrle together with multifd, as QEMU does, and a cache larger than the guest', async () => {
     const src = await fleet.start([]);
+    const big = await src.qmp.execute('migrate-set-parameters', { 'xbzrle-cache-size': 512 * 1024 * 1024 });
+    expect(big.error?.desc).to.equal("Parameter 'xbzrle-cache-size' (536870912) exceeds the guest's RAM (268435456 bytes)");
     await src.qmp.run('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
     const r = await src.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'xbzrle', state: true }] });
     expect(r.error?.desc).to.match(/'xbzrle' is not compatible with capability 'multifd'/);
