@@ -90,12 +90,20 @@ export function socketFd(socket: net.Socket): number | undefined {
   return fd !== undefined && fd >= 0 ? fd : undefined;
 }
 
+/** How long a write may see no progress at all before the connection counts as dead, and how often that is checked. */
+const STALL_MS = 60_000;
+const STALL_CHECK_MS = 5_000;
+
 /** Writes chunk lists to a socket, waiting for 'drain' when the kernel buffer is full. */
 export class ChannelWriter {
   bytesWritten = 0;
   private broken?: Error;
 
-  constructor(private readonly socket: net.Socket) {
+  /**
+   * `stop`: while a write waits for the socket, aborting it (migrate_cancel) ends the wait with `stop.error()`
+   * instead of waiting for TCP to give up on a dead link.
+   */
+  constructor(private readonly socket: net.Socket, private readonly stop?: { signal: AbortSignal; error: () => Error }) {
     socket.on('error', (e) => (this.broken ??= e));
     socket.on('close', () => (this.broken ??= new Error('connection closed')));
   }
@@ -111,15 +119,38 @@ export class ChannelWriter {
     if (full) await this.drain();
   }
 
+  /**
+   * Resolves once the socket's queue has drained. Rejects when the connection closes, when `stop` is aborted, or when
+   * nothing at all left the queue for STALL_MS (a link that went silent: TCP alone would take minutes to say so).
+   */
   drain(): Promise<void> {
     if (this.broken) return Promise.reject(this.broken);
+    if (this.stop?.signal.aborted) return Promise.reject(this.stop.error());
     if (!this.socket.writableNeedDrain) return Promise.resolve();
     return new Promise((resolve, reject) => {
+      let last = this.socket.bytesWritten;
+      let still = 0;
+      const watch = setInterval(() => {
+        if (this.socket.bytesWritten !== last) {
+          last = this.socket.bytesWritten;
+          still = 0;
+        } else if ((still += STALL_CHECK_MS) >= STALL_MS) {
+          cleanup();
+          reject(new Error(`no byte left for the peer in ${STALL_MS / 1000} s`));
+        }
+      }, STALL_CHECK_MS);
       const onDrain = () => { cleanup(); resolve(); };
       const onClose = () => { cleanup(); reject(this.broken ?? new Error('connection closed')); };
-      const cleanup = () => { this.socket.off('drain', onDrain); this.socket.off('close', onClose); };
+      const onAbort = () => { cleanup(); reject(this.stop!.error()); };
+      const cleanup = () => {
+        clearInterval(watch);
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+        this.stop?.signal.removeEventListener('abort', onAbort);
+      };
       this.socket.once('drain', onDrain);
       this.socket.once('close', onClose);
+      this.stop?.signal.addEventListener('abort', onAbort);
     });
   }
 }

@@ -29,6 +29,8 @@ export interface MultifdOptions {
   readonly description: MultifdDescription;
   readonly zlibLevel: number;
   readonly batchPages: number;
+  /** Ends a write waiting on a full socket when the migration is cancelled. */
+  readonly stop?: { signal: AbortSignal; error: () => Error };
 }
 
 /** The N data connections of one outgoing migration. */
@@ -54,7 +56,7 @@ export class MultifdSender {
       for (const s of sockets) s.destroy();
       throw failed.reason;
     }
-    const writers = sockets.map((s) => new ChannelWriter(s));
+    const writers = sockets.map((s) => new ChannelWriter(s, opts.stop));
     const streams = sockets.map(() => new ChannelStreamWriter(vm));
     const sender = new MultifdSender(sockets, writers, streams, opts);
     try {

@@ -181,7 +181,8 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
   try {
     // Phase: connect.
     socket = await connect(address);
-    const channel = new ChannelWriter(socket);
+    const stop = { signal: ctx.cancelled, error: () => new MigrationCancelled() };
+    const channel = new ChannelWriter(socket, stop);
     const replies = new Replies(socket);
     let sinceYield = 0;
     /** Writes on one connection (the main stream or a multifd channel) under the shared rate limit. */
@@ -261,7 +262,7 @@ export async function runSource(ctx: SourceContext, address: MigrationAddress): 
     if (accepted.type !== 'accept') throw new TsvirtError('ERR_MIGRATION_PEER', `expected ACCEPT, got ${accepted.type}`);
     if (multifdPlan) {
       phase = 'opening multifd channels';
-      multifd = await MultifdSender.open(address, description, { description: multifdPlan, zlibLevel: params['multifd-zlib-level'], batchPages: 1024 }, sendOn);
+      multifd = await MultifdSender.open(address, description, { description: multifdPlan, zlibLevel: params['multifd-zlib-level'], batchPages: 1024, stop }, sendOn);
       ctx.log(`multifd: ${multifdPlan.channels} channels, compression ${multifdPlan.compression}`);
     }
     stats.setupDoneAt = performance.now();

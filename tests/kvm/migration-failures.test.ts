@@ -74,6 +74,35 @@ describe('live migration failures', function () {
     await dst2.proc.waitFor(/CHECK OK/, 20000);
   });
 
+  it('cancels at once while writes wait on a destination that stopped reading, and the source keeps running', async () => {
+    const uri = `tcp:127.0.0.1:${await freePort()}`;
+    const dst = await fleet.destination(uri, { mem: '512' });
+    const src = await fleet.start([], { mem: '512', append: 'console=ttyS0 dirty_mib=64 dirty_rate=0' });
+    await src.proc.waitFor(/HB seq=\d+ .*sweeps=/);
+    // Capped so it keeps iterating (the guest dirties far faster) until the destination stops.
+    await src.qmp.run('migrate-set-parameters', { 'max-bandwidth': 16 * 1024 * 1024 });
+    await src.qmp.run('migrate', { uri });
+    await waitMigration(src, ['active']);
+    // The destination freezes: its socket buffers fill and the source's writes wait for 'drain' that never comes.
+    dst.proc.child.kill('SIGSTOP');
+    try {
+      let before = -1;
+      for (;;) {
+        await new Promise((r) => setTimeout(r, 300));
+        const t = (await src.qmp.run('query-migrate')).ram.transferred;
+        if (t === before) break;
+        before = t;
+      }
+      await src.qmp.run('migrate_cancel');
+      // Without the abort the wait for 'drain' would last until TCP gave up on the frozen peer (minutes).
+      const info = await waitMigration(src, ['cancelled', 'failed', 'completed'], 10000);
+      expect(info.status).to.equal('cancelled');
+      await expectStillRunning(src);
+    } finally {
+      dst.proc.child.kill('SIGCONT');
+    }
+  });
+
   it('answers migrate_cancel when no migration runs', async () => {
     const src = await fleet.start([]);
     expect(await src.qmp.run('migrate_cancel')).to.deep.equal({});
