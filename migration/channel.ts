@@ -54,13 +54,29 @@ export function connect(a: MigrationAddress, timeoutMs = 10000): Promise<net.Soc
   });
 }
 
-/** Listens on `a`; a stale unix socket file is replaced. */
+/** True when something accepts connections on the unix socket at `path` (probed with a connect, at most 1 s). */
+function listening(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(path);
+    const done = (live: boolean) => {
+      clearTimeout(timer);
+      probe.destroy();
+      resolve(live);
+    };
+    const timer = setTimeout(() => done(false), 1000);
+    probe.once('connect', () => done(true));
+    probe.once('error', () => done(false));
+  });
+}
+
+/** Listens on `a`; a stale unix socket file is replaced, a live one is refused. */
 export async function listen(a: MigrationAddress): Promise<net.Server> {
   if (a.kind === 'file') throw new MigrationUriError('a file: URI is a snapshot, not a listener');
   const server = net.createServer({ pauseOnConnect: true });
   if (a.kind === 'unix' && fs.existsSync(a.path)) {
-    // Replace a stale socket, but never delete a file that is not one.
+    // Replace a stale socket, but never delete a file that is not one, nor a socket someone still listens on.
     if (!fs.statSync(a.path).isSocket()) throw new TsvirtError('ERR_MIGRATION_LISTEN', `cannot listen on unix:${a.path}: it exists and is not a socket`);
+    if (await listening(a.path)) throw new TsvirtError('ERR_MIGRATION_LISTEN', `cannot listen on unix:${a.path}: another listener is using it`);
     fs.rmSync(a.path, { force: true });
   }
   await new Promise<void>((resolve, reject) => {

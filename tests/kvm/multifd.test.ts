@@ -159,6 +159,10 @@ describe('QEMU-style destination: -incoming defer, then migrate-incoming', funct
     const r = await dst.qmp.execute('migrate-incoming', { uri });
     expect(r.error?.desc).to.match(/cannot listen on tcp:127\.0\.0\.1:\d+: EADDRINUSE/);
     expect((await dst.qmp.run('query-status')).status).to.equal('inmigrate');
+    // Its own QMP socket is a live listener: refused, not replaced.
+    const own = await dst.qmp.execute('migrate-incoming', { uri: `unix:${dst.qmpPath}` });
+    expect(own.error?.desc).to.equal(`cannot listen on unix:${dst.qmpPath}: another listener is using it`);
+    expect((await dst.qmp.run('query-status')).status).to.equal('inmigrate');
     const other = `unix:${fleet.sock('defer')}`;
     expect(await dst.qmp.run('migrate-incoming', { uri: other })).to.deep.equal({});
   });
