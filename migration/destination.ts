@@ -14,6 +14,7 @@ import { ReplyWriter } from './writer.js';
 import { applyStateMessage } from './apply-state.js';
 import { receiveFds } from '../machine/host/fd-passing.js';
 import { MultifdReceiver } from './multifd-destination.js';
+import { WrittenPages } from './written-pages.js';
 
 const PAGE_SHIFT = 12;
 /** Connections kept, before the CONFIG says how many channels come, beyond the first (multifd allows 255). */
@@ -28,24 +29,6 @@ export interface DestinationContext {
   /** Leave the guest paused after the migration (the destination was started with -S). */
   readonly startPaused: boolean;
   log(message: string): void;
-}
-
-/** Pages of each region the stream has written, so a later ZERO run only clears what was written before. */
-class WrittenPages {
-  private readonly bits: Uint32Array[];
-  constructor(vm: MigratableVm) {
-    this.bits = vm.ram.map((r) => new Uint32Array(Math.ceil(r.size / 4096 / 32)));
-  }
-  mark(region: number, offset: number, length: number): void {
-    const b = this.bits[region];
-    for (let p = offset >>> PAGE_SHIFT, end = (offset + length) >>> PAGE_SHIFT; p < end; p++) b[p >>> 5] |= 1 << (p & 31);
-  }
-  clearWritten(region: number, offset: number, length: number, bytes: Uint8Array): void {
-    const b = this.bits[region];
-    for (let p = offset >>> PAGE_SHIFT, end = (offset + length) >>> PAGE_SHIFT; p < end; p++) {
-      if (b[p >>> 5] & (1 << (p & 31))) bytes.fill(0, p << PAGE_SHIFT, (p + 1) << PAGE_SHIFT);
-    }
-  }
 }
 
 /**
@@ -72,7 +55,7 @@ export async function runDestination(ctx: DestinationContext, address: Migration
   stats.startedAt = performance.now();
 
   const replies = new ReplyWriter();
-  const written = new WrittenPages(vm);
+  const written = new WrittenPages(vm.ram.map((r) => r.size));
   let socket: net.Socket | undefined;
   let header: { arch: string; vendor: string } | undefined;
   let done = false;

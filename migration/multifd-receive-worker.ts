@@ -12,6 +12,7 @@ import { EAGAIN, EINTR, readFd, waitReadable } from '../machine/host/libc-extra.
 import type { VmDescription } from './description.js';
 import type { StreamMessage } from './format.js';
 import { StreamReader } from './reader.js';
+import { WrittenPages } from './written-pages.js';
 
 /** What the main thread gives a channel worker. */
 export interface ReceiveWorkerData {
@@ -45,8 +46,8 @@ function run(data: ReceiveWorkerData, post: (m: ReceiveWorkerMessage) => void): 
   try {
     for (const r of data.regions) maps.push({ ptr: mmapShared(r.fd, r.size), size: r.size });
     const ram = maps.map((m) => new Uint8Array(view(m.ptr, m.size)));
-    // Pages this channel wrote: a later ZERO run only needs to clear those (fresh memory is zero already).
-    const written = ram.map((r) => new Uint32Array(Math.ceil(r.length / 4096 / 32)));
+    // Pages this channel wrote (no other channel writes them: blocks are striped).
+    const written = new WrittenPages(data.regions.map((r) => r.size));
     const onMessage = (m: StreamMessage): void => {
       if (m.type === 'channel') {
         if (m.session !== data.session) throw new Error(`channel ${m.index} belongs to another migration (session ${m.session})`);
@@ -64,17 +65,13 @@ function run(data: ReceiveWorkerData, post: (m: ReceiveWorkerMessage) => void): 
       onMessage,
       ram: {
         target: (region, offset, length) => {
-          const b = written[region];
-          for (let p = offset >>> PAGE_SHIFT, end = (offset + length) >>> PAGE_SHIFT; p < end; p++) b[p >>> 5] |= 1 << (p & 31);
+          written.mark(region, offset, length);
           counters[1] += length >>> PAGE_SHIFT;
           return ram[region].subarray(offset, offset + length);
         },
         zero: (region, offset, length) => {
-          const b = written[region];
           counters[2] += length >>> PAGE_SHIFT;
-          for (let p = offset >>> PAGE_SHIFT, end = (offset + length) >>> PAGE_SHIFT; p < end; p++) {
-            if (b[p >>> 5] & (1 << (p & 31))) ram[region].fill(0, p << PAGE_SHIFT, (p + 1) << PAGE_SHIFT);
-          }
+          written.clearWritten(region, offset, length, ram[region]);
         },
       },
     });
