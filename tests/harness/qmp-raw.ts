@@ -2,7 +2,7 @@
 // and events without assuming anything about what was written (split, batched, invalid or pipelined input).
 
 import * as net from 'node:net';
-import type { Vm, VmFleet } from './migration.js';
+import { VmFleet, type Vm } from './migration.js';
 
 export interface RawReply {
   return?: any;
@@ -185,4 +185,24 @@ export async function startQmpVm(fleet: VmFleet, args: string[] = [], opts: { sm
     const status = proc.running ? 'still running' : `exited (${proc.child.exitCode ?? proc.child.signalCode})`;
     throw new Error(`${(e as Error).message}; tsvirt ${status}; stderr: ${proc.stderr.slice(-1500)}; console tail: ${proc.output.slice(-500)}`);
   }
+}
+
+/**
+ * The set-up the QMP test files share, for one `describe`: a fresh VmFleet for each test, and every RawQmp passed to
+ * `track` destroyed after it, before the fleet's VMs are killed. Call it in the describe body (it registers the hooks).
+ */
+export function qmpFixture(): { fleet(): VmFleet; track(raw: RawQmp): RawQmp } {
+  let fleet: VmFleet | undefined;
+  const raws: RawQmp[] = [];
+  beforeEach(() => {
+    fleet = new VmFleet();
+  });
+  afterEach(async () => {
+    for (const r of raws.splice(0)) r.destroy();
+    await fleet?.cleanup();
+  });
+  return {
+    fleet: () => fleet!,
+    track: (raw) => (raws.push(raw), raw),
+  };
 }

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import { VmFleet, type Vm } from '../harness/migration.js';
-import { RawQmp, sleep, startQmpVm, type RawReply } from '../harness/qmp-raw.js';
+import { qmpFixture, RawQmp, type RawReply, sleep, startQmpVm } from '../harness/qmp-raw.js';
 import { requireKvm } from '../harness/skip.js';
 
 const VERSION = { qemu: { micro: 0, minor: 2, major: 7 }, package: 'tsvirt-0.1.0' };
@@ -58,20 +58,11 @@ function expectConsecutive(vm: Vm): void {
 describe('QMP on a running VM: negotiation and commands', function () {
   this.timeout(30000);
   before(requireKvm);
-  let fleet: VmFleet;
-  const raws: RawQmp[] = [];
-  beforeEach(() => {
-    fleet = new VmFleet();
-  });
-  afterEach(async () => {
-    for (const r of raws.splice(0)) r.destroy();
-    await fleet.cleanup();
-  });
-  const track = (r: RawQmp) => (raws.push(r), r);
+  const q = qmpFixture();
 
   it('greets, executes commands before and after qmp_capabilities, and refuses a second negotiation', async () => {
-    const { vm, raw } = await startVm(fleet);
-    track(raw);
+    const { vm, raw } = await startVm(q.fleet());
+    q.track(raw);
     expect(raw.lines[0]).to.equal('{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "tsvirt-0.1.0"}, "capabilities": []}}\r\n');
     // Negotiation mode: commands run (StratoVirt behaviour).
     expect(await raw.cmd('query-status', undefined, 1)).to.deep.equal({ return: RUNNING, id: 1 });
@@ -86,17 +77,17 @@ describe('QMP on a running VM: negotiation and commands', function () {
     expect(again).to.deep.equal({ id: 7, error: { class: 'CommandNotFound', desc: 'Capabilities negotiation is already complete, command ignored' } });
     expect(raw.lines.at(-1)).to.equal('{"id": 7, "error": {"class": "CommandNotFound", "desc": "Capabilities negotiation is already complete, command ignored"}}\r\n');
     // `enable: []` is the only other accepted form.
-    const fresh = track(await RawQmp.connect(vm.qmpPath));
+    const fresh = q.track(await RawQmp.connect(vm.qmpPath));
     expect(await fresh.cmd('qmp_capabilities', { enable: [] })).to.deep.equal({ return: {} });
     expect(raw.wireErrors).to.deep.equal([]);
   });
 
   it('delivers events only to clients that completed negotiation', async () => {
-    const { vm, raw: never } = await startVm(fleet);
-    track(never);
-    const failed = track(await RawQmp.connect(vm.qmpPath)); // tries to negotiate with a bad argument
-    const late = track(await RawQmp.connect(vm.qmpPath)); // negotiates after the first stop/cont
-    const negotiated = track(await RawQmp.connect(vm.qmpPath));
+    const { vm, raw: never } = await startVm(q.fleet());
+    q.track(never);
+    const failed = q.track(await RawQmp.connect(vm.qmpPath)); // tries to negotiate with a bad argument
+    const late = q.track(await RawQmp.connect(vm.qmpPath)); // negotiates after the first stop/cont
+    const negotiated = q.track(await RawQmp.connect(vm.qmpPath));
     expect(await negotiated.cmd('qmp_capabilities')).to.deep.equal({ return: {} });
     expectError(await failed.cmd('qmp_capabilities', { enable: ['oob'] }), 'Capability oob not available');
     // Non-negotiated clients still run commands, including ones that cause events.
@@ -132,8 +123,8 @@ describe('QMP on a running VM: negotiation and commands', function () {
   });
 
   it('answers the identity queries: query-version, query-name, query-kvm, query-target, query-machines, query-events, query-commands', async () => {
-    const { raw } = await startVm(fleet, { args: ['-name', 'guest0'] });
-    track(raw);
+    const { raw } = await startVm(q.fleet(), { args: ['-name', 'guest0'] });
+    q.track(raw);
     expect(await raw.run('query-version')).to.deep.equal(VERSION);
     expect(await raw.run('query-name')).to.deep.equal({ name: 'guest0' });
     expect(await raw.run('query-kvm')).to.deep.equal({ enabled: true, present: true });
@@ -156,8 +147,8 @@ describe('QMP on a running VM: negotiation and commands', function () {
   });
 
   it('stop pauses the guest (STOP, no heartbeats), cont resumes it (RESUME, heartbeats go on), repeated ones are no-ops', async () => {
-    const { vm, raw } = await startVm(fleet);
-    track(raw);
+    const { vm, raw } = await startVm(q.fleet());
+    q.track(raw);
     expect(await raw.run('query-status')).to.deep.equal(RUNNING);
     expect(await raw.run('human-monitor-command', { 'command-line': 'info status' })).to.equal('VM status: running\r\n');
     expect(await vm.qmp.run('stop')).to.deep.equal({});
@@ -181,8 +172,8 @@ describe('QMP on a running VM: negotiation and commands', function () {
   });
 
   it('query-cpus-fast, query-cpus and query-hotpluggable-cpus describe the vCPUs; each thread-id is a thread of the tsvirt process', async () => {
-    const { vm, raw } = await startVm(fleet, { smp: '2,maxcpus=4' });
-    track(raw);
+    const { vm, raw } = await startVm(q.fleet(), { smp: '2,maxcpus=4' });
+    q.track(raw);
     const pid = vm.proc.child.pid!;
     const fast = await raw.run('query-cpus-fast');
     expect(fast).to.have.length(2);
@@ -224,8 +215,8 @@ describe('QMP on a running VM: negotiation and commands', function () {
   });
 
   it('system_reset reboots the guest: RESET event, the console prints TSVIRT-GUEST BOOT again, heartbeats restart', async () => {
-    const { vm, raw } = await startVm(fleet);
-    track(raw);
+    const { vm, raw } = await startVm(q.fleet());
+    q.track(raw);
     expect(bootCount(vm)).to.equal(1);
     await vm.proc.waitFor(/HB seq=2 /);
     expect(await raw.cmd('system_reset', undefined, 'r')).to.deep.equal({ return: {}, id: 'r' });
@@ -248,8 +239,8 @@ describe('QMP on a running VM: negotiation and commands', function () {
   });
 
   it('system_powerdown sends POWERDOWN; the test guest ignores the power button and keeps running', async () => {
-    const { vm, raw } = await startVm(fleet);
-    track(raw);
+    const { vm, raw } = await startVm(q.fleet());
+    q.track(raw);
     expect(await raw.cmd('system_powerdown', undefined, 9)).to.deep.equal({ return: {}, id: 9 });
     const ev = await vm.qmp.waitEvent('POWERDOWN');
     expect(ev).to.not.have.property('data');
@@ -262,8 +253,8 @@ describe('QMP on a running VM: negotiation and commands', function () {
   });
 
   it('human-monitor-command runs info status and other HMP lines; unknown lines are text, not errors', async () => {
-    const { vm, raw } = await startVm(fleet);
-    track(raw);
+    const { vm, raw } = await startVm(q.fleet());
+    q.track(raw);
     const hmp = (line: string, extra: Record<string, unknown> = {}) => raw.cmd('human-monitor-command', { 'command-line': line, ...extra });
     expect(await hmp('info status')).to.deep.equal({ return: 'VM status: running\r\n' });
     expect(await hmp('stop')).to.deep.equal({ return: '' });
@@ -283,8 +274,8 @@ describe('QMP on a running VM: negotiation and commands', function () {
   });
 
   it('query-migrate, migrate_cancel, migrate-set-parameters/query-migrate-parameters and migrate-set-capabilities/query-migrate-capabilities', async () => {
-    const { vm, raw } = await startVm(fleet);
-    track(raw);
+    const { vm, raw } = await startVm(q.fleet());
+    q.track(raw);
     expect(await raw.run('query-migrate')).to.deep.equal({ status: 'none' });
     expect(await raw.run('migrate_cancel')).to.deep.equal({});
     expect(await raw.run('query-migrate')).to.deep.equal({ status: 'none' });
@@ -316,8 +307,8 @@ describe('QMP on a running VM: negotiation and commands', function () {
   });
 
   it('refuses bad arguments to every command with a GenericError naming the member, before any side effect', async () => {
-    const { vm, raw } = await startVm(fleet);
-    track(raw);
+    const { vm, raw } = await startVm(q.fleet());
+    q.track(raw);
     // Make parameters and capabilities differ from their defaults, so a partial application would show.
     await vm.qmp.run('migrate-set-parameters', { 'downtime-limit': 700 });
     await vm.qmp.run('migrate-set-capabilities', { capabilities: [{ capability: 'auto-converge', state: true }] });
@@ -327,7 +318,7 @@ describe('QMP on a running VM: negotiation and commands', function () {
       migrate: await vm.qmp.run('query-migrate'),
       params: await vm.qmp.run('query-migrate-parameters'),
       caps: await vm.qmp.run('query-migrate-capabilities'),
-      events: vm.qmp.events.length, // the fleet's client is negotiated; the round trips above are the barrier
+      events: vm.qmp.events.length, // the q.fleet()'s client is negotiated; the round trips above are the barrier
       boots: bootCount(vm),
       running: vm.proc.running,
     });
@@ -408,8 +399,8 @@ describe('QMP on a running VM: negotiation and commands', function () {
   });
 
   it('echoes string, number, object, array and null ids on success and on every kind of error', async () => {
-    const { raw } = await startVm(fleet);
-    track(raw);
+    const { raw } = await startVm(q.fleet());
+    q.track(raw);
     const ids: unknown[] = ['abc', '', 'h\u00e9llo \u2603 "q" \\ \n', 0, -17, 3.5, 1e21, { a: 1, b: [true, null, { c: 'd' }] }, {}, [1, 'two', { three: 3 }], [], null, false];
     for (const id of ids) {
       expect(await raw.cmd('query-status', undefined, id), `id ${JSON.stringify(id)}`).to.deep.equal({ return: RUNNING, id });

@@ -3,30 +3,21 @@
 
 import { expect } from 'chai';
 import * as fs from 'node:fs';
-import { VmFleet } from '../harness/migration.js';
-import { RawQmp, startQmpVm } from '../harness/qmp-raw.js';
+import { qmpFixture, RawQmp, startQmpVm } from '../harness/qmp-raw.js';
 import { requireKvm } from '../harness/skip.js';
 
 describe('QMP quit on a running VM', function () {
   this.timeout(30000);
   before(requireKvm);
-  let fleet: VmFleet;
-  const raws: RawQmp[] = [];
-  beforeEach(() => {
-    fleet = new VmFleet();
-  });
-  afterEach(async () => {
-    for (const r of raws.splice(0)) r.destroy();
-    await fleet.cleanup();
-  });
+  const q = qmpFixture();
   const connect = async (path: string) => {
     const r = await RawQmp.connect(path);
-    raws.push(r);
+    q.track(r);
     return r;
   };
 
   it('answers {"return": {}}, sends SHUTDOWN {guest: false, reason: host-qmp-quit}, exits with 0 and removes the socket file', async () => {
-    const vm = await startQmpVm(fleet);
+    const vm = await startQmpVm(q.fleet());
     await vm.proc.waitFor(/HB seq=1 /);
     const c = await connect(vm.qmpPath);
     const other = await connect(vm.qmpPath);
@@ -70,7 +61,7 @@ describe('QMP quit on a running VM', function () {
   });
 
   it('quits the same way when a client that never negotiated sends HMP quit', async () => {
-    const vm = await startQmpVm(fleet);
+    const vm = await startQmpVm(q.fleet());
     await vm.proc.waitFor(/HB seq=1 /);
     const c = await connect(vm.qmpPath);
     expect(await c.cmd('human-monitor-command', { 'command-line': 'quit' }, 7)).to.deep.equal({ return: '', id: 7 });

@@ -8,28 +8,19 @@
 // stop/cont/system_reset from any client hangs), and the vCPU stays parked while query-status says "running".
 
 import { expect } from 'chai';
-import { VmFleet } from '../harness/migration.js';
-import { RawQmp, sleep, startQmpVm } from '../harness/qmp-raw.js';
+import { qmpFixture, RawQmp, sleep, startQmpVm } from '../harness/qmp-raw.js';
 import { requireKvm } from '../harness/skip.js';
 
 describe('QMP regressions on a running VM', function () {
   this.timeout(30000);
   before(requireKvm);
-  let fleet: VmFleet;
-  const raws: RawQmp[] = [];
-  beforeEach(() => {
-    fleet = new VmFleet();
-  });
-  afterEach(async () => {
-    for (const r of raws.splice(0)) r.destroy();
-    await fleet.cleanup();
-  });
+  const q = qmpFixture();
 
   it('answers a stop pipelined right behind a cont, and the guest keeps running afterwards (vCPU park race)', async () => {
-    const vm = await startQmpVm(fleet);
+    const vm = await startQmpVm(q.fleet());
     await vm.proc.waitFor(/HB seq=1 /);
     const c = await RawQmp.connect(vm.qmpPath);
-    raws.push(c);
+    q.track(c);
     const pairs = 20;
     let batch = '';
     for (let i = 0; i < pairs; i++) batch += JSON.stringify({ execute: 'stop', id: 2 * i }) + JSON.stringify({ execute: 'cont', id: 2 * i + 1 });
@@ -38,7 +29,7 @@ describe('QMP regressions on a running VM', function () {
       await c.nextReplies(2 * pairs, 5000);
     } catch {
       const fresh = await RawQmp.connect(vm.qmpPath);
-      raws.push(fresh);
+      q.track(fresh);
       const status = await fresh.run('query-status');
       const n = vm.beats.length;
       await sleep(500);

@@ -3,8 +3,8 @@
 
 import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
-import { VmFleet, type Vm } from '../harness/migration.js';
-import { RawQmp, sleep, startQmpVm, type RawReply } from '../harness/qmp-raw.js';
+import type { Vm } from '../harness/migration.js';
+import { qmpFixture, RawQmp, type RawReply, sleep, startQmpVm } from '../harness/qmp-raw.js';
 import { requireKvm, skipBecause } from '../harness/skip.js';
 
 const RUNNING = { status: 'running', singlestep: false, running: true };
@@ -14,22 +14,14 @@ const GREETING_LINE = '{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "ma
 describe('QMP wire behaviour on a running VM', function () {
   this.timeout(30000);
   before(requireKvm);
-  let fleet: VmFleet;
-  const raws: RawQmp[] = [];
-  beforeEach(() => {
-    fleet = new VmFleet();
-  });
-  afterEach(async () => {
-    for (const r of raws.splice(0)) r.destroy();
-    await fleet.cleanup();
-  });
+  const q = qmpFixture();
   const connect = async (vm: Vm) => {
     const r = await RawQmp.connect(vm.qmpPath);
-    raws.push(r);
+    q.track(r);
     return r;
   };
   const startVm = async () => {
-    const vm = await startQmpVm(fleet);
+    const vm = await startQmpVm(q.fleet());
     await vm.proc.waitFor(/HB seq=1 /);
     return vm;
   };
