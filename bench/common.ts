@@ -86,3 +86,14 @@ export async function applyMigrationSettings(qmp: { run(command: string, args?: 
   if (caps.length) await qmp.run('migrate-set-capabilities', { capabilities: caps.map(([capability, state]) => ({ capability, state })) });
   if (s?.params && Object.keys(s.params).length) await qmp.run('migrate-set-parameters', s.params);
 }
+
+/** Runs `cleanup` on every way out of a benchmark: normal exit, and Ctrl-C / SIGTERM / SIGHUP (then exits 130). */
+export function cleanupOnExit(cleanup: () => void): void {
+  process.on('exit', cleanup);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      cleanup();
+      process.exit(130);
+    });
+  }
+}

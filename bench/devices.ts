@@ -25,7 +25,7 @@ import { GUEST_IP, HOST_IP, NetNs, UDP_ECHO_CLIENT } from '../tests/harness/netn
 import { tsvirtMain } from '../tests/harness/paths.js';
 import { QmpClient } from '../tests/harness/qmp-client.js';
 import { VmmProcess } from '../tests/harness/tsvirt-process.js';
-import { cpuDelta, cpuSnap, fmt as fmtCommon, median as medianCommon, type CpuSnap, type CpuUse } from './common.js';
+import { cleanupOnExit, cpuDelta, type CpuSnap, cpuSnap, type CpuUse, fmt as fmtCommon, median as medianCommon } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const UDP_MIB = Number(process.env.BENCH_UDP_MIB ?? 8);
@@ -59,13 +59,7 @@ function cleanup(): void {
   netns = undefined;
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
 }
-process.on('exit', cleanup);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    cleanup();
-    process.exit(130);
-  });
-}
+cleanupOnExit(cleanup);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers

@@ -16,7 +16,7 @@ import { testGuest } from '../tests/harness/guest.js';
 import { tsvirtMain } from '../tests/harness/paths.js';
 import { QmpClient } from '../tests/harness/qmp-client.js';
 import { VmmProcess } from '../tests/harness/tsvirt-process.js';
-import { fmt, median, ratio } from './common.js';
+import { cleanupOnExit, fmt, median, ratio } from './common.js';
 
 const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
 const HB_MS = Number(process.env.BENCH_HB_MS ?? 10);
@@ -101,13 +101,7 @@ function killEverything(): void {
   for (const f of shmFiles) fs.rmSync(f, { force: true });
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
 }
-process.on('exit', killEverything);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    killEverything();
-    process.exit(130);
-  });
-}
+cleanupOnExit(killEverything);
 
 /** Heartbeat with its host arrival time (performance.now()). */
 interface Beat {

@@ -14,7 +14,7 @@ import { freePort } from '../tests/harness/migration.js';
 import { testGuest } from '../tests/harness/guest.js';
 import { QmpClient } from '../tests/harness/qmp-client.js';
 import { VmmProcess } from '../tests/harness/tsvirt-process.js';
-import { applyMigrationSettings, cpuDelta, cpuMerge, cpuSnap, fmt, median, qemuBinaryPath, ratio, sleep, type MigrationSettings } from './common.js';
+import { applyMigrationSettings, cleanupOnExit, cpuDelta, cpuMerge, cpuSnap, fmt, median, type MigrationSettings, qemuBinaryPath, ratio, sleep } from './common.js';
 import { passChartSvg, type ChartLine, type PassPoint } from './svg-chart.js';
 
 const RUNS = process.env.BENCH_QUICK === '1' ? 1 : Number(process.env.BENCH_RUNS ?? 3);
@@ -210,13 +210,7 @@ function killEverything(): void {
   for (const p of live) if (p.running) p.child.kill('SIGKILL');
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
 }
-process.on('exit', killEverything);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    killEverything();
-    process.exit(130);
-  });
-}
+cleanupOnExit(killEverything);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Guest and host measurements

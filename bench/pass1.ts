@@ -20,7 +20,7 @@ import { freePort } from '../tests/harness/migration.js';
 import { testGuest } from '../tests/harness/guest.js';
 import { QmpClient } from '../tests/harness/qmp-client.js';
 import { VmmProcess } from '../tests/harness/tsvirt-process.js';
-import { applyMigrationSettings, cpuDelta, cpuMerge, cpuSnap, fmt, median, qemuBinaryPath, ratio, sleep, type CpuUse, type MigrationSettings } from './common.js';
+import { applyMigrationSettings, cleanupOnExit, cpuDelta, cpuMerge, cpuSnap, type CpuUse, fmt, median, type MigrationSettings, qemuBinaryPath, ratio, sleep } from './common.js';
 
 const RUNS = process.env.BENCH_QUICK === '1' ? 1 : Number(process.env.BENCH_RUNS ?? 3);
 const MEM_MIB = Number(process.env.BENCH_PASS1_MEM_MIB ?? 2048);
@@ -402,13 +402,7 @@ async function main(): Promise<void> {
 if (process.argv[2] === '--sink') {
   sink(process.argv[3], process.argv[4], Number(process.argv[5]), process.argv[6] === 'fresh');
 } else {
-  process.on('exit', killEverything);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(sig, () => {
-      killEverything();
-      process.exit(130);
-    });
-  }
+  cleanupOnExit(killEverything);
   main().catch((e) => {
     console.error(e);
     killEverything();

@@ -13,7 +13,7 @@ import { testGuest } from '../tests/harness/guest.js';
 import { QmpClient } from '../tests/harness/qmp-client.js';
 import { VmmProcess } from '../tests/harness/tsvirt-process.js';
 import { TwoHosts } from '../tests/harness/two-hosts.js';
-import { fmt, median, ratio } from './common.js';
+import { cleanupOnExit, fmt, median, ratio } from './common.js';
 
 const RUNS = process.env.BENCH_QUICK === '1' ? 1 : Number(process.env.BENCH_RUNS ?? 3);
 const CAP_MS = 60000;
@@ -62,13 +62,7 @@ function cleanup(): void {
   hosts = undefined;
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 }
-process.on('exit', cleanup);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    cleanup();
-    process.exit(130);
-  });
-}
+cleanupOnExit(cleanup);
 
 let qemu = '';
 
