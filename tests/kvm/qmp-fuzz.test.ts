@@ -12,20 +12,11 @@ import * as net from 'node:net';
 import { VmFleet, type Vm } from '../harness/migration.js';
 import { RawQmp, startQmpVm, type RawReply } from '../harness/qmp-raw.js';
 import { requireKvm } from '../harness/skip.js';
+import { mulberry32 } from '../harness/prng.js';
 
 const SEED = 0x5eed0f2a;
 
-/** mulberry32: a small deterministic PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 const MiB = 1024 * 1024;
 const RUNNING = { status: 'running', singlestep: false, running: true };

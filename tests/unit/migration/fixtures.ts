@@ -5,20 +5,12 @@ import type { StreamMessage } from '../../../migration/format.js';
 import { planRamBatches } from '../../../migration/ram.js';
 import { StreamReader, type ReaderOptions } from '../../../migration/reader.js';
 import { StreamWriter } from '../../../migration/writer.js';
+import { mulberry32 } from '../../harness/prng.js';
 
 export const PAGE = 4096;
 
 /** A deterministic PRNG (mulberry32), so fuzz failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export function concat(chunks: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));

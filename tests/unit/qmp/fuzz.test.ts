@@ -8,17 +8,12 @@ import { JsonStream } from '../../../qmp/json-stream.js';
 import { startQmp, type QmpServer } from '../../../qmp/server.js';
 import { TestClient } from './client.js';
 import { FakeVm } from './fake-vm.js';
+import { mulberry32 } from '../../harness/prng.js';
 
-/** mulberry32: small, seedable, good enough to spread inputs. */
+/** mulberry32 as integers in [0, n) (the same sequence as its 32-bit output mod n). */
 function prng(seed: number): (n: number) => number {
-  let a = seed >>> 0;
-  return (n: number) => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) % n) >>> 0;
-  };
+  const next = mulberry32(seed);
+  return (n: number) => ((next() * 4294967296) % n) >>> 0;
 }
 
 const COMMAND_NAMES = BUILTIN_COMMANDS.map((c) => c.name);
