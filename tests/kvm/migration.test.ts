@@ -2,7 +2,8 @@
 
 import { expect } from 'chai';
 import { requireKvm } from '../harness/skip.js';
-import { freePort, VmFleet, waitMigration, type Vm } from '../harness/migration.js';
+import { freePort, type Vm, VmFleet, waitMigration } from '../harness/migration.js';
+import { expectMemoryIntact } from '../harness/memory-check.js';
 import type { Heartbeat } from '../harness/tsvirt-process.js';
 
 /** Checks the heartbeat handover: the destination continues with the next sequence numbers and a consistent clock. */
@@ -20,11 +21,6 @@ async function expectHandover(src: Vm, dst: Vm): Promise<void> {
   expect(guestMs).to.be.within(hostMs - 150, hostMs + 150);
 }
 
-async function checkMemory(vm: Vm): Promise<void> {
-  vm.proc.send('check\r');
-  const m = await vm.proc.waitFor(/CHECK (OK|FAIL)[^\n]*/, 30000);
-  expect(m[0]).to.match(/^CHECK OK pages=\d+ edge=/);
-}
 
 describe('live migration', function () {
   this.timeout(120000);
@@ -68,7 +64,7 @@ describe('live migration', function () {
     const info = await waitMigration(src, ['completed', 'failed']);
     expect(info.status, info['error-desc']).to.equal('completed');
     await expectHandover(src, dst);
-    await checkMemory(dst);
+    await expectMemoryIntact(dst);
   });
 
   it('keeps iterating while the limits forbid convergence, then completes once they allow it', async () => {
@@ -91,7 +87,7 @@ describe('live migration', function () {
     expect(info.status, info['error-desc']).to.equal('completed');
     expect(info.ram['dirty-sync-count']).to.be.greaterThan(3);
     await expectHandover(src, dst);
-    await checkMemory(dst);
+    await expectMemoryIntact(dst);
   });
 
   it('migrates the same dirtying guest back and forth 10 times, intact', async () => {
@@ -107,6 +103,6 @@ describe('live migration', function () {
       await current.qmp.run('quit');
       current = next;
     }
-    await checkMemory(current);
+    await expectMemoryIntact(current);
   });
 });

@@ -3,13 +3,9 @@
 import { expect } from 'chai';
 import * as net from 'node:net';
 import { requireKvm } from '../harness/skip.js';
-import { freePort, VmFleet, waitMigration, type Vm } from '../harness/migration.js';
+import { freePort, type Vm, VmFleet, waitMigration } from '../harness/migration.js';
+import { expectMemoryIntact } from '../harness/memory-check.js';
 
-async function expectMemoryIntact(vm: Vm): Promise<void> {
-  vm.proc.send('check\r');
-  const m = await vm.proc.waitFor(/CHECK (OK|FAIL)[^\n]*/, 30000);
-  expect(m[0]).to.match(/^CHECK OK pages=\d+ edge=/);
-}
 
 async function enableMultifd(vm: Vm, channels: number, compression: 'none' | 'zlib'): Promise<void> {
   await vm.qmp.run('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }, { capability: 'events', state: true }] });
